@@ -1,0 +1,1 @@
+"""The ``moshi-services`` console command."""

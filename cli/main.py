@@ -1,0 +1,22 @@
+"""``moshi-services``: one command for the whole project. Each subcommand lives in its own
+module of this package and is registered here."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="moshi-services")
+def main() -> None:
+    """Kyutai's Moshi model family (Mimi codec, Moshi LM, streaming ASR and TTS) from the
+    command line and as streaming gRPC services."""
+
+
+def _register() -> None:
+    from cli import mimi
+
+    main.add_command(mimi.mimi)
+
+
+_register()

@@ -1,0 +1,1 @@
+"""moshi-services: Kyutai's Moshi model family as streaming gRPC services."""

@@ -1,0 +1,109 @@
+"""Loading Kyutai's safetensors checkpoints: from a local path or a Hugging Face repository,
+strict and key for key, into a model built without allocating its weights twice."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model (or cannot be read), with every difference."""
+
+
+def resolve_file(filename: str, checkpoint: str | os.PathLike | None = None,
+                 hf_repo: str | None = None) -> Path:
+    """The local path of ``filename``: ``checkpoint`` itself when it is a file, inside it when it
+    is a folder, else downloaded from ``hf_repo`` into (or found in) the Hugging Face cache.
+    ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub: only the cache is looked at."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if path.is_dir():
+            path = path / filename
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        return path
+    if hf_repo is None:
+        raise ValueError("give a local checkpoint or a Hugging Face repository")
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(hf_repo, filename))
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None,
+                    keep_dtype: Callable[[str], bool] = lambda key: False,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Reads a safetensors file tensor by tensor, casting floating tensors to ``dtype`` except
+    the keys ``keep_dtype`` selects. Pickled checkpoints are never read."""
+    state = {}
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor = f.get_tensor(key)
+                if dtype is not None and tensor.is_floating_point() and not keep_dtype(key):
+                    tensor = tensor.to(dtype)
+                state[key] = tensor
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"cannot read safetensors checkpoint {path}: {e}") from e
+    return state
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
+    """Raises one CheckpointError naming every missing, unexpected and mis-shaped key."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)}, model {expected[k]}"
+        for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k]
+    )
+    if missing or unexpected or misshaped:
+        parts = [f"checkpoint {source} does not fit the model:" if source
+                 else "checkpoint does not fit the model:"]
+        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("mis-shaped keys", misshaped)):
+            if keys:
+                parts.append(f"  {len(keys)} {title}: {_abbreviate(keys)}")
+        raise CheckpointError("\n".join(parts))
+
+
+def load_into(model: M, state: dict[str, torch.Tensor], source: str = "") -> M:
+    """Strict load that adopts the given tensors (``assign``), so a model built on the meta
+    device costs no second copy of its weights."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def build_on_meta(factory: Callable[[], M]) -> M:
+    """Builds a module without allocating its parameters (they are assigned by ``load_into``)."""
+    with torch.device("meta"):
+        return factory()
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike,
+                    metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+
+
+def _abbreviate(items: Iterable[str], limit: int = 12) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

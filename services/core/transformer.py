@@ -1,0 +1,305 @@
+"""The transformer every model of the family uses: the codec's encoder/decoder transformers,
+Moshi's temporal transformer and its depth transformer.
+
+Streaming keeps keys and values in a fixed ring buffer driven by one position tensor per
+session. Attention sees exactly the keys with ``0 <= q_pos - k_pos < context`` (a sliding
+window that includes the current step). A call may bring up to ``max_chunk`` steps; the ring
+holds ``context + max_chunk - 1`` entries so the first query of a chunk still sees its whole
+window after the chunk was written. Non-streaming calls run the same code on a fresh state,
+chunk by chunk, so the two modes agree exactly and memory stays bounded on long inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from services.core.streaming import StreamingState, _broadcast_mask
+
+
+def gated_hidden_size(dim: int, dim_feedforward: int) -> int:
+    """Hidden width of a gated FFN from its nominal feed-forward width (spec §2.1)."""
+    if dim_feedforward == 4 * dim:
+        return 21 * dim // 8
+    return 2 * dim_feedforward // 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    d_model: int
+    num_heads: int
+    num_layers: int
+    dim_feedforward: int
+    norm: str = "layer_norm"  # "layer_norm" (eps 1e-5, with bias) | "rms_norm_f32" (eps 1e-8)
+    gating: str = "none"  # "none": linear1 -> GELU -> linear2 | "silu": gated linear_in/out
+    layer_scale: float | None = None  # learnt per-channel residual scales when set
+    context: int | None = None  # sliding attention window in steps; None: unbounded
+    max_period: float = 10_000.0
+    positional_embedding: str = "rope"  # "rope" (interleaved pairs) | "none"
+    weights_per_step: int = 0  # >0: that many weight sets, picked per step (depth transformer)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def weight_sets(self) -> int:
+        return max(1, self.weights_per_step)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm computed in float32, weight stored as ``alpha`` [1, 1, dim]."""
+
+    def __init__(self, dim: int, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (y * self.alpha.float()).to(x.dtype)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "layer_norm":
+        return nn.LayerNorm(dim, eps=1e-5)
+    if kind == "rms_norm_f32":
+        return RMSNorm(dim, eps=1e-8)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+def rope_angles(positions: Tensor, head_dim: int, max_period: float) -> tuple[Tensor, Tensor]:
+    """cos and sin [B, T, 1, head_dim / 2] of the rotation at each position (float32)."""
+    half = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
+    freqs = torch.exp(half * (-2.0 * math.log(max_period) / head_dim))
+    angles = positions.float()[..., None] * freqs
+    return torch.cos(angles)[:, :, None], torch.sin(angles)[:, :, None]
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotates interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, D], computed in float32."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return rotated.flatten(-2).to(x.dtype)
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with a fused [q; k; v] in-projection and no biases. With several weight
+    sets, both projections are stored stacked and sliced per step."""
+
+    def __init__(self, dim: int, num_heads: int, weight_sets: int = 1):
+        super().__init__()
+        self.num_heads = num_heads
+        self.weight_sets = weight_sets
+        self.in_proj_weight = nn.Parameter(torch.empty(weight_sets * 3 * dim, dim))
+        self.out_proj = nn.Linear(dim, weight_sets * dim, bias=False)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, cache: KVCacheView,
+                weight_index: int = 0) -> Tensor:
+        batch, steps, dim = x.shape
+        w_in, w_out = self.in_proj_weight, self.out_proj.weight
+        if self.weight_sets > 1:
+            w_in = w_in.view(self.weight_sets, 3 * dim, dim)[weight_index]
+            w_out = w_out.view(self.weight_sets, dim, dim)[weight_index]
+        q, k, v = F.linear(x, w_in).view(batch, steps, 3, self.num_heads, -1).unbind(dim=2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        keys, values = cache.write(k, v)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, cache.mask)
+        return F.linear(out.transpose(1, 2).reshape(batch, steps, dim), w_out)
+
+
+class GatedFFN(nn.Module):
+    """SiLU(a) * b with [a; b] = linear_in(x), then linear_out."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
+        self.linear_out = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.linear_in(x).chunk(2, dim=-1)
+        return self.linear_out(F.silu(a) * b)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm layer: x + attn(norm1(x)), then x + ffn(norm2(x)), each optionally scaled."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        dim = cfg.d_model
+        self.norm1 = make_norm(cfg.norm, dim)
+        self.self_attn = MultiheadAttention(dim, cfg.num_heads, cfg.weight_sets)
+        self.norm2 = make_norm(cfg.norm, dim)
+        if cfg.gating == "none":
+            self.linear1 = nn.Linear(dim, cfg.dim_feedforward, bias=False)
+            self.linear2 = nn.Linear(cfg.dim_feedforward, dim, bias=False)
+        elif cfg.gating == "silu":
+            hidden = gated_hidden_size(dim, cfg.dim_feedforward)
+            if cfg.weights_per_step:
+                self.gating = nn.ModuleList(GatedFFN(dim, hidden) for _ in range(cfg.weight_sets))
+            else:
+                self.gating = GatedFFN(dim, hidden)
+        else:
+            raise ValueError(f"unknown gating {cfg.gating!r}")
+        if cfg.layer_scale is not None:
+            self.layer_scale_1 = LayerScale(dim, cfg.layer_scale)
+            self.layer_scale_2 = LayerScale(dim, cfg.layer_scale)
+        else:
+            self.layer_scale_1 = self.layer_scale_2 = nn.Identity()
+
+    def feed_forward(self, x: Tensor, weight_index: int) -> Tensor:
+        if hasattr(self, "linear1"):
+            return self.linear2(F.gelu(self.linear1(x)))
+        if isinstance(self.gating, nn.ModuleList):
+            return self.gating[weight_index](x)
+        return self.gating(x)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, cache: KVCacheView,
+                weight_index: int = 0) -> Tensor:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), rope, cache, weight_index))
+        return x + self.layer_scale_2(self.feed_forward(self.norm2(x), weight_index))
+
+
+@dataclasses.dataclass
+class TransformerState(StreamingState):
+    """Ring KV cache of every layer plus the position bookkeeping shared by all layers."""
+
+    keys: Tensor  # [L, B, H, capacity, head_dim]
+    values: Tensor  # [L, B, H, capacity, head_dim]
+    positions: Tensor  # [B, capacity] absolute position held by each slot; -1: empty
+    offset: Tensor  # [B] position of the next step
+    max_chunk: int  # most steps one call may bring
+
+    @property
+    def fresh_values(self) -> dict[str, object]:
+        return {"positions": -1}
+
+    @property
+    def batch_dims(self) -> dict[str, int]:
+        return {"keys": 1, "values": 1}
+
+    @property
+    def capacity(self) -> int:
+        return self.positions.shape[1]
+
+
+class KVCacheView:
+    """One layer's slice of the ring for one call: where to write, and the attention mask."""
+
+    def __init__(self, keys: Tensor, values: Tensor, batch_index: Tensor, slots: Tensor,
+                 mask: Tensor, active: Tensor | None):
+        self.keys, self.values = keys, values
+        self.batch_index, self.slots = batch_index, slots
+        self.mask, self.active = mask, active
+
+    def write(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Stores k, v [B, T, H, D] for the active sessions; returns the whole ring [B, H, C, D]."""
+        index = (self.batch_index, slice(None), self.slots)
+        if self.active is not None:
+            keep = ~self.active.view(-1, 1, 1, 1)
+            k = torch.where(keep, self.keys[index], k)
+            v = torch.where(keep, self.values[index], v)
+        if k.requires_grad:
+            # Autograd must not see the shared ring change under it (every layer writes into
+            # one buffer): attend over an out-of-place copy, store a detached one.
+            keys, values = self.keys.clone(), self.values.clone()
+            keys[index], values[index] = k, v
+            self.keys[index], self.values[index] = k.detach(), v.detach()
+            return keys, values
+        self.keys[index] = k
+        self.values[index] = v
+        return self.keys, self.values
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None, max_chunk: int = 1,
+                   capacity: int | None = None) -> TransformerState:
+        """A fresh state for ``batch_size`` sessions. Without a context window, ``capacity``
+        (the most steps a session will ever see) is required."""
+        cfg = self.cfg
+        if capacity is None:
+            if cfg.context is None:
+                raise ValueError("a transformer without context window needs a capacity")
+            capacity = cfg.context + max_chunk - 1
+        weight = self.layers[0].self_attn.in_proj_weight
+        device, dtype = device or weight.device, dtype or weight.dtype
+        shape = (cfg.num_layers, batch_size, cfg.num_heads, capacity, cfg.head_dim)
+        return TransformerState(
+            keys=torch.zeros(shape, device=device, dtype=dtype),
+            values=torch.zeros(shape, device=device, dtype=dtype),
+            positions=torch.full((batch_size, capacity), -1, device=device, dtype=torch.long),
+            offset=torch.zeros(batch_size, device=device, dtype=torch.long),
+            max_chunk=max_chunk,
+        )
+
+    def forward(self, x: Tensor, state: TransformerState | None = None,
+                active: Tensor | None = None, weight_index: int = 0) -> Tensor:
+        """x [B, T, d_model] -> [B, T, d_model]. Without a state, x is one whole sequence."""
+        if state is None:
+            steps = x.shape[1]
+            # One chunk up to a bound: exact, differentiable (the ring is written once), and
+            # memory stays bounded on long inputs.
+            chunk = steps if self.cfg.context is None else min(steps, max(self.cfg.context, 512))
+            state = self.init_state(x.shape[0], x.device, x.dtype, max_chunk=chunk,
+                                    capacity=steps if self.cfg.context is None else None)
+        if x.shape[1] <= state.max_chunk:
+            return self._step(x, state, active, weight_index)
+        pieces = x.split(state.max_chunk, dim=1)
+        return torch.cat([self._step(p, state, active, weight_index) for p in pieces], dim=1)
+
+    def _step(self, x: Tensor, state: TransformerState, active: Tensor | None,
+              weight_index: int) -> Tensor:
+        batch, steps, _ = x.shape
+        positions = state.offset[:, None] + torch.arange(steps, device=x.device)
+        slots = positions % state.capacity
+        batch_index = torch.arange(batch, device=x.device)[:, None].expand(batch, steps)
+        if active is None:
+            state.positions[batch_index, slots] = positions
+            state.offset += steps
+        else:
+            old = state.positions[batch_index, slots]
+            state.positions[batch_index, slots] = torch.where(active[:, None], positions, old)
+            state.offset += active.long() * steps
+        mask = self._mask(positions, state.positions, active)
+        rope = None
+        if self.cfg.positional_embedding == "rope":
+            rope = rope_angles(positions, self.cfg.head_dim, self.cfg.max_period)
+        for i, layer in enumerate(self.layers):
+            cache = KVCacheView(state.keys[i], state.values[i], batch_index, slots, mask, active)
+            x = layer(x, rope, cache, weight_index)
+        return x
+
+    def _mask(self, query_positions: Tensor, key_positions: Tensor,
+              active: Tensor | None) -> Tensor:
+        """[B, 1, T, capacity] True where a query may attend to a key."""
+        delta = query_positions[:, :, None] - key_positions[:, None, :]
+        mask = (key_positions[:, None, :] >= 0) & (delta >= 0)
+        if self.cfg.context is not None:
+            mask &= delta < self.cfg.context
+        if active is not None:
+            # Inactive sessions' outputs are discarded; an all-open mask keeps them finite.
+            mask |= ~_broadcast_mask(active, mask)
+        return mask[:, None]

@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from services.core.transformer import Transformer, TransformerConfig
+
+torch.manual_seed(0)
+
+CODEC_LIKE = TransformerConfig(d_model=32, num_heads=4, num_layers=2, dim_feedforward=64,
+                               norm="layer_norm", layer_scale=0.1, context=7)
+LM_LIKE = TransformerConfig(d_model=32, num_heads=2, num_layers=2, dim_feedforward=132,
+                            norm="rms_norm_f32", gating="silu", context=5)
+
+
+def reference_attention_forward(model: Transformer, x: torch.Tensor) -> torch.Tensor:
+    """Whole-sequence forward with an explicit sliding-window mask, no cache."""
+    from services.core.transformer import apply_rope, rope_angles
+
+    cfg = model.cfg
+    steps = x.shape[1]
+    pos = torch.arange(steps)[None].expand(x.shape[0], -1)
+    delta = pos[0][:, None] - pos[0][None, :]
+    mask = (delta >= 0) & (delta < (cfg.context or steps + 1))
+    rope = rope_angles(pos, cfg.head_dim, cfg.max_period)
+    for layer in model.layers:
+        h = layer.norm1(x)
+        q, k, v = torch.nn.functional.linear(h, layer.self_attn.in_proj_weight).view(
+            x.shape[0], steps, 3, cfg.num_heads, -1).unbind(2)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        att = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
+        att = layer.self_attn.out_proj(att.transpose(1, 2).reshape(x.shape))
+        x = x + layer.layer_scale_1(att)
+        x = x + layer.layer_scale_2(layer.feed_forward(layer.norm2(x), 0))
+    return x
+
+
+@pytest.mark.parametrize("cfg", [CODEC_LIKE, LM_LIKE])
+def test_batch_matches_explicit_sliding_window(cfg):
+    model = Transformer(cfg).eval()
+    x = torch.randn(2, 23, cfg.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference_attention_forward(model, x),
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [CODEC_LIKE, LM_LIKE])
+@pytest.mark.parametrize("chunks", [[1] * 23, [2] * 11 + [1], [3, 1, 4, 1, 5, 9]])
+def test_streaming_equals_batch(cfg, chunks):
+    model = Transformer(cfg).eval()
+    x = torch.randn(3, sum(chunks), cfg.d_model)
+    state = model.init_state(3, max_chunk=max(chunks))
+    with torch.no_grad():
+        whole = model(x)
+        parts = torch.cat([model(p, state) for p in x.split(chunks, dim=1)], dim=1)
+    torch.testing.assert_close(parts, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_reset_and_inactive_sessions_are_independent():
+    model = Transformer(LM_LIKE).eval()
+    x = torch.randn(3, 20, LM_LIKE.d_model)
+    state = model.init_state(3)
+    outs = []
+    active = torch.tensor([True, True, True])
+    with torch.no_grad():
+        for t in range(20):
+            if t == 9:
+                state.reset(torch.tensor([False, True, False]))
+            # session 2 idles on odd steps: its step t happens only on even calls
+            outs.append(model(x[:, t:t + 1], state, active))
+        alone1 = model(x[1:2, 9:])
+        alone0 = model(x[0:1])
+    stream = torch.cat(outs, dim=1)
+    torch.testing.assert_close(stream[0:1], alone0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stream[1:2, 9:], alone1, atol=1e-5, rtol=1e-5)
+
+
+def test_inactive_session_does_not_advance():
+    model = Transformer(LM_LIKE).eval()
+    x = torch.randn(2, 12, LM_LIKE.d_model)
+    state = model.init_state(2)
+    out0 = []
+    with torch.no_grad():
+        for t in range(12):
+            model(x[:, t:t + 1], state, torch.tensor([False, True]))
+        for t in range(12):
+            out0.append(model(x[:, t:t + 1], state, torch.tensor([True, False]))[0:1])
+        alone = model(x[0:1])
+    torch.testing.assert_close(torch.cat(out0, dim=1), alone, atol=1e-5, rtol=1e-5)
+    assert state.offset.tolist() == [12, 12]
+
+
+def test_causality_gradient():
+    model = Transformer(CODEC_LIKE)
+    x = torch.randn(1, 16, CODEC_LIKE.d_model, requires_grad=True)
+    y = model(x)
+    y[0, 5].sum().backward()
+    assert x.grad[0, 6:].abs().max() == 0
+    assert x.grad[0, :6].abs().max() > 0
+
+
+def test_weights_per_step_selects_slices():
+    cfg = TransformerConfig(d_model=16, num_heads=2, num_layers=1, dim_feedforward=48,
+                            norm="rms_norm_f32", gating="silu", context=None,
+                            positional_embedding="none", weights_per_step=3)
+    model = Transformer(cfg).eval()
+    x = torch.randn(1, 1, 16)
+    with torch.no_grad():
+        outs = [model(x, model.init_state(1, capacity=3), weight_index=i) for i in range(3)]
+    assert not torch.allclose(outs[0], outs[1])
+    assert model.layers[0].self_attn.in_proj_weight.shape == (3 * 48, 16)
+    assert model.layers[0].self_attn.out_proj.weight.shape == (48, 16)
