@@ -23,7 +23,6 @@ import dataclasses
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from services.core.streaming import StreamingState, masked_update
 
