@@ -1,0 +1,1 @@
+"""Full-duplex dialogue with Moshi: the Mimi codec and the Moshi LM composed into one stream."""
