@@ -1,0 +1,216 @@
+"""The Mimi codec (spec §1): 24 kHz mono audio <-> 12.5 Hz frames of up to 32 codes.
+
+    encode: wav [B, 1, N] -> SEANet encoder (25 Hz) -> transformer -> downsample x2 (12.5 Hz)
+            -> split RVQ -> codes [B, K, N / 1920]
+    decode: codes -> RVQ decode -> upsample x2 (depthwise) -> transformer -> SEANet decoder
+            -> wav [B, 1, 1920 * T]
+
+Everything is causal, so one code path serves batch and streaming: a batch call is a streaming
+call on a fresh state. Streaming states are explicit objects for B independent sessions
+(``init_encoder_state`` / ``init_decoder_state``), each session resettable on its own
+(``state.reset(mask)``) and frozen by the ``active`` mask while idle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from services.core.conv import CausalConv1d, CausalConvTranspose1d, ConvState, ConvTransposeState
+from services.core.streaming import StreamingState
+from services.core.transformer import Transformer, TransformerConfig, TransformerState
+from services.mimi.config import MimiConfig
+from services.mimi.quantizer import SplitResidualVectorQuantizer
+from services.mimi.seanet import SeanetDecoder, SeanetEncoder, SeanetState
+
+DEFAULT_CODEBOOKS = 8  # Moshi's setting (1.1 kbps)
+# Batch calls run in pieces of this many frames (20 s) so memory stays bounded on long audio;
+# the result is identical because a piece is just a streaming call.
+BATCH_CHUNK_FRAMES = 250
+
+
+@dataclasses.dataclass
+class EncoderState(StreamingState):
+    seanet: SeanetState
+    transformer: TransformerState
+    downsample: ConvState
+
+
+@dataclasses.dataclass
+class DecoderState(StreamingState):
+    upsample: ConvTransposeState
+    transformer: TransformerState
+    seanet: SeanetState
+
+
+class ProjectedTransformer(nn.Module):
+    """The transformer on conv-layout tensors [B, D, T]. Kyutai's wrapper can project in and
+    out; Mimi's widths all equal d_model, so only the ``transformer`` key level remains."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.transformer = Transformer(cfg)
+
+    def forward(self, x: Tensor, state: TransformerState, active: Tensor | None = None) -> Tensor:
+        return self.transformer(x.transpose(1, 2), state, active).transpose(1, 2)
+
+
+class Downsample(nn.Module):
+    """25 -> 12.5 Hz: learnt strided conv, first frame replicated as left padding (spec §1.5)."""
+
+    def __init__(self, dim: int, stride: int):
+        super().__init__()
+        self.conv = CausalConv1d(dim, dim, 2 * stride, stride, bias=False, pad_mode="replicate")
+
+    def forward(self, x: Tensor, state: ConvState, active: Tensor | None = None) -> Tensor:
+        return self.conv(x, state, active)
+
+
+class Upsample(nn.Module):
+    """12.5 -> 25 Hz: depthwise transposed conv (groups = channels, Kyutai's default)."""
+
+    def __init__(self, dim: int, stride: int):
+        super().__init__()
+        self.convtr = CausalConvTranspose1d(dim, dim, 2 * stride, stride, groups=dim, bias=False)
+
+    def forward(self, x: Tensor, state: ConvTransposeState,
+                active: Tensor | None = None) -> Tensor:
+        return self.convtr(x, state, active)
+
+
+class MimiModel(nn.Module):
+    def __init__(self, cfg: MimiConfig, num_codebooks: int = DEFAULT_CODEBOOKS,
+                 name: str = "mimi"):
+        super().__init__()
+        self.cfg = cfg
+        self.name = name  # recorded in codes files, so decode can tell which model made them
+        self.encoder = SeanetEncoder(cfg.seanet)
+        self.decoder = SeanetDecoder(cfg.seanet)
+        self.encoder_transformer = ProjectedTransformer(cfg.transformer)
+        self.decoder_transformer = ProjectedTransformer(cfg.transformer)
+        self.downsample = Downsample(cfg.dimension, cfg.downsample_stride)
+        self.upsample = Upsample(cfg.dimension, cfg.downsample_stride)
+        self.quantizer = SplitResidualVectorQuantizer(cfg.quantizer)
+        self.num_codebooks = self._checked_codebooks(num_codebooks)
+
+    @property
+    def frame_size(self) -> int:
+        return self.cfg.frame_size
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    def set_num_codebooks(self, n: int) -> None:
+        """Codebooks ``encode`` returns unless a call says otherwise (all stay loaded)."""
+        self.num_codebooks = self._checked_codebooks(n)
+
+    def _checked_codebooks(self, n: int | None) -> int:
+        n = self.num_codebooks if n is None else n
+        if not 1 <= n <= self.cfg.max_codebooks:
+            raise ValueError(f"number of codebooks must be in 1..{self.cfg.max_codebooks}, "
+                             f"got {n}")
+        return n
+
+    def _param(self) -> Tensor:
+        return self.downsample.conv.inner.weight
+
+    # ---- streaming -----------------------------------------------------------------------
+
+    def init_encoder_state(self, batch_size: int, device: torch.device | str | None = None,
+                           max_frames: int = 1) -> EncoderState:
+        """A fresh encoder state for ``batch_size`` sessions; ``max_frames`` is the most frames
+        one ``encode_step`` will usually bring (larger calls still work, split internally)."""
+        dtype = self._param().dtype
+        device = device or self._param().device
+        steps = max_frames * self.cfg.downsample_stride
+        return EncoderState(
+            seanet=self.encoder.init_state(batch_size, device, dtype),
+            transformer=self.encoder_transformer.transformer.init_state(
+                batch_size, device, dtype, max_chunk=steps),
+            downsample=self.downsample.conv.init_state(batch_size, device, dtype),
+        )
+
+    def init_decoder_state(self, batch_size: int, device: torch.device | str | None = None,
+                           max_frames: int = 1) -> DecoderState:
+        dtype = self._param().dtype
+        device = device or self._param().device
+        steps = max_frames * self.cfg.downsample_stride
+        return DecoderState(
+            upsample=self.upsample.convtr.init_state(batch_size, device, dtype),
+            transformer=self.decoder_transformer.transformer.init_state(
+                batch_size, device, dtype, max_chunk=steps),
+            seanet=self.decoder.init_state(batch_size, device, dtype),
+        )
+
+    def encode_latent_step(self, pcm: Tensor, state: EncoderState,
+                           active: Tensor | None = None) -> Tensor:
+        """pcm [B, 1, k * frame_size] -> unquantized latent [B, D, k] at the frame rate."""
+        if pcm.shape[-1] == 0 or pcm.shape[-1] % self.frame_size:
+            raise ValueError(f"streaming encode needs a positive multiple of {self.frame_size} "
+                             f"samples, got {pcm.shape[-1]}; buffer whole frames first "
+                             "(StreamingEncoder does)")
+        x = self.encoder(pcm.to(self._param().dtype), state.seanet, active)
+        x = self.encoder_transformer(x, state.transformer, active)
+        return self.downsample(x, state.downsample, active)
+
+    def encode_step(self, pcm: Tensor, state: EncoderState, active: Tensor | None = None,
+                    num_codebooks: int | None = None) -> Tensor:
+        """pcm [B, 1, k * frame_size] -> codes [B, K, k] (int64), one frame per 80 ms, no
+        lookahead. Sessions where ``active`` [B] is False keep their state (their codes are
+        meaningless)."""
+        latent = self.encode_latent_step(pcm, state, active)
+        return self.quantizer.encode(latent.transpose(1, 2), self._checked_codebooks(
+            num_codebooks))
+
+    def decode_step(self, codes: Tensor, state: DecoderState,
+                    active: Tensor | None = None) -> Tensor:
+        """codes [B, K, k] (any K in 1..max) -> pcm [B, 1, k * frame_size] (float32 unless the
+        model runs in another dtype)."""
+        x = self.decode_latent(codes)
+        x = self.upsample(x, state.upsample, active)
+        x = self.decoder_transformer(x, state.transformer, active)
+        return self.decoder(x, state.seanet, active)
+
+    # ---- batch ---------------------------------------------------------------------------
+
+    def decode_latent(self, codes: Tensor) -> Tensor:
+        """codes [B, K, T] -> quantized latent [B, D, T] (output projections included)."""
+        return self.quantizer.decode(codes).transpose(1, 2)
+
+    def encode_to_latent(self, wav: Tensor) -> Tensor:
+        """wav [B, 1, N] -> unquantized latent [B, D, ceil(N / frame_size)]."""
+        wav = self._pad_to_frames(wav)
+        state = self.init_encoder_state(wav.shape[0], max_frames=self._chunk(wav.shape[-1]))
+        pieces = wav.split(self._chunk(wav.shape[-1]) * self.frame_size, dim=-1)
+        return torch.cat([self.encode_latent_step(p, state) for p in pieces], dim=-1)
+
+    def encode(self, wav: Tensor, num_codebooks: int | None = None) -> Tensor:
+        """wav [B, 1, N] -> codes [B, K, ceil(N / frame_size)]; the end is zero-padded to a
+        whole frame."""
+        n = self._checked_codebooks(num_codebooks)
+        if wav.shape[-1] == 0:
+            return torch.zeros(wav.shape[0], n, 0, dtype=torch.long, device=wav.device)
+        latent = self.encode_to_latent(wav)
+        return self.quantizer.encode(latent.transpose(1, 2), n)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """codes [B, K, T] -> wav [B, 1, T * frame_size]. Not trimmed: callers that know the
+        original length cut it."""
+        batch, _, frames = codes.shape
+        if frames == 0:
+            return torch.zeros(batch, 1, 0, dtype=self._param().dtype, device=codes.device)
+        chunk = self._chunk(frames * self.frame_size)
+        state = self.init_decoder_state(batch, max_frames=chunk)
+        return torch.cat([self.decode_step(c, state) for c in codes.split(chunk, dim=-1)],
+                         dim=-1)
+
+    def _pad_to_frames(self, wav: Tensor) -> Tensor:
+        return F.pad(wav, (0, -wav.shape[-1] % self.frame_size))
+
+    def _chunk(self, samples: int) -> int:
+        frames = -(-samples // self.frame_size)
+        return max(1, min(frames, BATCH_CHUNK_FRAMES))

@@ -1,0 +1,22 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from services.mimi import MimiModel, load_mimi
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+GOLDEN = ["mimi_dev_k8.npz", "mimi_dev_k16.npz"]
+
+
+@pytest.fixture(scope="session")
+def dev_mimi() -> MimiModel:
+    """Kyutai's small random Mimi of the golden files, loaded through the real loader."""
+    return load_mimi(FIXTURES / "mimi_dev.safetensors", num_codebooks=16)
+
+
+@pytest.fixture(scope="session", params=GOLDEN)
+def golden(request) -> dict[str, torch.Tensor]:
+    with np.load(FIXTURES / request.param) as data:
+        return {k: torch.from_numpy(data[k]) for k in data.files if k != "meta"}
