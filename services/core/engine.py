@@ -1,0 +1,333 @@
+"""The batching engine: one thread per loaded model steps every active session together.
+
+    handler --send--> [inbox, bounded] --+                     +--> [outbox, bounded] --> handler
+    handler --send--> [inbox, bounded] --+--> Engine thread --+--> [outbox, bounded] --> handler
+                                             one batched forward per tick over the slots
+                                             that have input, the others masked inactive
+
+A session holds one of ``max_sessions`` slots (a row of the model's batched streaming state) from
+``Engine.open`` to its end, cancellation or idle timeout; when every slot is taken ``open`` fails
+at once with ``CapacityError``. The engine resets a slot's state on its own thread before the
+slot's first step, so a step in flight never races a reset.
+
+The model side is a ``Stepper``: it owns the batched state and turns a list of (slot, input)
+into one output per input (``None`` is a valid output, e.g. an LM step inside its delay). The
+engine itself knows nothing of tensors, only sessions, queues and timing; the per-session loops
+here move queue items, the model work is one batched call.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from services.core.constants import FRAME_MS
+
+log = logging.getLogger(__name__)
+
+_EMPTY = object()  # "no input this tick", distinct from a None input
+
+
+class EngineError(Exception):
+    """Base of the errors that end a session; each maps to one gRPC status."""
+
+
+class CapacityError(EngineError):
+    """Every slot is taken (RESOURCE_EXHAUSTED)."""
+
+
+class IdleTimeout(EngineError):
+    """No input and no output read for the idle timeout (DEADLINE_EXCEEDED)."""
+
+
+class EngineStopped(EngineError):
+    """The engine shut down (UNAVAILABLE)."""
+
+
+class EngineFailure(EngineError):
+    """The model step raised: a bug (INTERNAL)."""
+
+
+class InvalidInput(EngineError):
+    """The client sent something the model cannot take (INVALID_ARGUMENT)."""
+
+
+class Cancelled(EngineError):
+    """The client went away (CANCELLED)."""
+
+
+class EndOfStream(Exception):
+    """Every output of a finished session has been received."""
+
+
+class Stepper(Protocol):
+    """The model side of an engine. Every method runs on the engine thread only."""
+
+    def start(self, slots: Sequence[int], configs: Sequence[Any]) -> None:
+        """Resets the state of ``slots`` and records each new session's config."""
+
+    def step(self, slots: Sequence[int], inputs: Sequence[Any]) -> Sequence[Any]:
+        """One batched step of the sessions in ``slots`` (the others stay untouched); returns
+        exactly one output per input, in order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineStats:
+    name: str
+    max_sessions: int
+    active_sessions: int
+    sessions_started: int
+    sessions_rejected: int
+    sessions_timed_out: int
+    steps: int
+    frames: int
+    step_ms_last: float
+    step_ms_p50: float
+    step_ms_p99: float
+    mean_batch: float
+    queued_frames: int
+
+    @property
+    def real_time_factor(self) -> float:
+        """Median step time over the frame duration: below 1 the engine keeps up."""
+        return self.step_ms_p50 / FRAME_MS
+
+
+class Session:
+    """One client stream on an engine slot. ``send`` / ``finish`` from the producer thread,
+    iterate (or ``receive``) from the consumer thread; ``close`` from anywhere, any time."""
+
+    def __init__(self, engine: Engine, slot: int, config: Any, max_queue: int):
+        self.engine, self.slot, self.config = engine, slot, config
+        self._max_queue = max_queue
+        self._inbox: collections.deque = collections.deque()
+        self._outbox: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._sent = self._received = 0
+        self._finished = False
+        self.error: EngineError | None = None  # why the session ended early, if it did
+        self.closed = False
+        self.last_activity = time.monotonic()
+
+    # ---- client side ----------------------------------------------------------------------
+
+    def send(self, item: Any) -> None:
+        """Queues one input; blocks while the inbox is full (back-pressure to the client)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.closed or len(self._inbox) < self._max_queue)
+            if self.closed:
+                raise self.error or Cancelled(f"{self.engine.name} session closed")
+            if self._finished:
+                raise RuntimeError("send after finish")
+            self._inbox.append(item)
+            self._sent += 1
+            self.last_activity = time.monotonic()
+        self.engine.wake()
+
+    def finish(self) -> None:
+        """No more input: iteration ends once every input sent has its output."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """The next output, in input order. Raises EndOfStream after the last one (when
+        finished, or closed without error), the session's error if it was closed with one,
+        TimeoutError on timeout."""
+        with self._cond:
+            done = self._cond.wait_for(
+                lambda: self._outbox or self.closed
+                or (self._finished and self._received == self._sent), timeout)
+            if not done:
+                raise TimeoutError("no output in time")
+            if self._outbox:
+                was_full = len(self._outbox) >= self._max_queue
+                self._received += 1
+                self.last_activity = time.monotonic()
+                item = self._outbox.popleft()
+            elif self.closed and self.error is not None:
+                raise self.error
+            else:
+                raise EndOfStream
+        if was_full:
+            self.engine.wake()  # the engine skipped this session while its outbox was full
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.receive()
+            except EndOfStream:
+                return
+
+    def close(self, error: EngineError | None = None) -> None:
+        """Ends the session and frees its slot at once. Idempotent; the first error wins."""
+        with self._cond:
+            if self.closed:
+                return
+            self.closed, self.error = True, error
+            self._inbox.clear()
+            self._cond.notify_all()
+        self.engine._release(self)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- engine side ----------------------------------------------------------------------
+
+    def _take(self) -> Any:
+        """The next input if there is one and room for its output, else _EMPTY."""
+        with self._cond:
+            if self.closed or not self._inbox or len(self._outbox) >= self._max_queue:
+                return _EMPTY
+            item = self._inbox.popleft()
+            self._cond.notify_all()
+            return item
+
+    def _deliver(self, output: Any) -> None:
+        with self._cond:
+            if not self.closed:
+                self._outbox.append(output)
+                self._cond.notify_all()
+
+    def _queued(self) -> int:
+        return len(self._inbox)
+
+
+class Engine:
+    """Steps every session of one model on one thread. ``open`` admits a session."""
+
+    def __init__(self, name: str, stepper: Stepper, max_sessions: int, *, max_queue: int = 8,
+                 idle_timeout: float = 30.0, stats_window: int = 1000):
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self.name, self.stepper, self.max_sessions = name, stepper, max_sessions
+        self.max_queue, self.idle_timeout = max_queue, idle_timeout
+        self._lock = threading.Lock()
+        self._free = list(range(max_sessions))
+        self._sessions: dict[int, Session] = {}
+        self._joining: list[Session] = []
+        self._wake = threading.Event()
+        self._stopped = False
+        self._recent: collections.deque = collections.deque(maxlen=stats_window)
+        self._counts = collections.Counter()
+        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+
+    def start(self) -> Engine:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Closes every session (EngineStopped) and joins the thread."""
+        self._stopped = True
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.close(EngineStopped(f"the {self.name} engine is shutting down"))
+        self.wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def open(self, config: Any = None) -> Session:
+        """Admits a session on a free slot, or raises CapacityError at once."""
+        with self._lock:
+            if self._stopped:
+                raise EngineStopped(f"the {self.name} engine is shutting down")
+            if not self._free:
+                self._counts["rejected"] += 1
+                raise CapacityError(f"all {self.max_sessions} {self.name} sessions are in use; "
+                                    "retry later")
+            session = Session(self, self._free.pop(0), config, self.max_queue)
+            self._sessions[session.slot] = session
+            self._joining.append(session)
+            self._counts["started"] += 1
+        return session
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            recent = list(self._recent)
+            active = len(self._sessions)
+            queued = sum(s._queued() for s in self._sessions.values())
+            counts = dict(self._counts)
+        times = np.array([t for t, _ in recent]) if recent else np.zeros(1)
+        return EngineStats(
+            name=self.name, max_sessions=self.max_sessions, active_sessions=active,
+            sessions_started=counts.get("started", 0),
+            sessions_rejected=counts.get("rejected", 0),
+            sessions_timed_out=counts.get("timed_out", 0),
+            steps=counts.get("steps", 0), frames=counts.get("frames", 0),
+            step_ms_last=float(times[-1]), step_ms_p50=float(np.percentile(times, 50)),
+            step_ms_p99=float(np.percentile(times, 99)),
+            mean_batch=float(np.mean([b for _, b in recent])) if recent else 0.0,
+            queued_frames=queued)
+
+    def _release(self, session: Session) -> None:
+        with self._lock:
+            if self._sessions.get(session.slot) is session:
+                del self._sessions[session.slot]
+                self._free.append(session.slot)
+                if session in self._joining:
+                    self._joining.remove(session)
+        self.wake()
+
+    # ---- the engine thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        # Poll often enough to honour the idle timeout even when nothing wakes the thread.
+        poll = min(1.0, self.idle_timeout / 4)
+        with torch.inference_mode():
+            while not self._stopped:
+                self._wake.wait(poll)
+                self._wake.clear()  # before gathering: a send after this sets it again
+                self._expire_idle()
+                self._tick()
+
+    def _tick(self) -> None:
+        with self._lock:
+            joining, self._joining = self._joining, []
+            sessions = list(self._sessions.values())
+        if joining:
+            self.stepper.start([s.slot for s in joining], [s.config for s in joining])
+        batch = [(s, item) for s in sessions if (item := s._take()) is not _EMPTY]
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            outputs = self.stepper.step([s.slot for s, _ in batch], [item for _, item in batch])
+        except Exception as exc:  # a failing step is a bug: end its sessions, keep serving
+            log.exception("%s engine step failed", self.name)
+            for session, _ in batch:
+                session.close(EngineFailure(f"{self.name} step failed: {exc}"))
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        for (session, _), output in zip(batch, outputs, strict=True):
+            session._deliver(output)
+        with self._lock:
+            self._recent.append((elapsed_ms, len(batch)))
+            self._counts["steps"] += 1
+            self._counts["frames"] += len(batch)
+        if any(s._queued() for s, _ in batch):
+            self.wake()  # more input is waiting: step again without sleeping
+
+    def _expire_idle(self) -> None:
+        deadline = time.monotonic() - self.idle_timeout
+        with self._lock:
+            idle = [s for s in self._sessions.values() if s.last_activity < deadline]
+            self._counts["timed_out"] += len(idle)
+        for session in idle:
+            session.close(IdleTimeout(f"{self.name} session idle for more than "
+                                      f"{self.idle_timeout:g} s"))

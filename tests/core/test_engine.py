@@ -1,0 +1,111 @@
+import threading
+import time
+
+import pytest
+
+from services.core.engine import CapacityError, Engine, EngineFailure, IdleTimeout
+
+
+class RunningSum:
+    """A stateful toy model: each slot accumulates its inputs; the config is an offset."""
+
+    def __init__(self, max_sessions: int):
+        self.total = [0] * max_sessions
+        self.offset = [0] * max_sessions
+        self.batches: list[int] = []
+
+    def start(self, slots, configs):
+        for slot, config in zip(slots, configs, strict=True):
+            self.total[slot], self.offset[slot] = 0, config or 0
+
+    def step(self, slots, inputs):
+        if any(x == "boom" for x in inputs):
+            raise ValueError("boom")
+        self.batches.append(len(slots))
+        for slot, x in zip(slots, inputs, strict=True):
+            self.total[slot] += x
+        return [self.total[s] + self.offset[s] for s in slots]
+
+
+@pytest.fixture
+def engine():
+    engine = Engine("toy", RunningSum(3), max_sessions=3, max_queue=2, idle_timeout=0.5).start()
+    yield engine
+    engine.stop()
+
+
+def run(session, inputs):
+    feeder = threading.Thread(target=lambda: ([session.send(x) for x in inputs],
+                                              session.finish()))
+    feeder.start()
+    outputs = list(session)
+    feeder.join()
+    session.close()
+    return outputs
+
+
+def test_sessions_run_concurrently_without_cross_talk(engine):
+    inputs = {k: list(range(k, k + 20)) for k in range(3)}
+    results = {}
+    sessions = {k: engine.open(config=100 * k) for k in range(3)}
+    threads = [threading.Thread(target=lambda k=k: results.update({k: run(sessions[k],
+                                                                          inputs[k])}))
+               for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(3):
+        sums = [sum(inputs[k][: i + 1]) + 100 * k for i in range(20)]
+        assert results[k] == sums
+    assert max(engine.stepper.batches) > 1  # sessions really were stepped together
+    assert engine.stats().frames == 60
+
+
+def test_capacity_then_slot_reuse_with_fresh_state(engine):
+    sessions = [engine.open() for _ in range(3)]
+    with pytest.raises(CapacityError):
+        engine.open()
+    assert run(sessions[0], [5, 5]) == [5, 10]
+    reused = engine.open()  # the closed session's slot, reset before its first step
+    assert reused.slot == sessions[0].slot
+    assert run(reused, [1]) == [1]
+    stats = engine.stats()
+    assert stats.sessions_rejected == 1 and stats.active_sessions == 2
+
+
+def test_close_frees_the_slot_at_once(engine):
+    sessions = [engine.open() for _ in range(3)]
+    sessions[1].send(1)
+    sessions[1].close()
+    engine.open().close()  # no wait needed
+    for s in sessions:
+        s.close()
+    assert engine.stats().active_sessions == 0
+
+
+def test_idle_session_times_out(engine):
+    session = engine.open()
+    with pytest.raises(IdleTimeout):
+        session.receive(timeout=5)
+    assert engine.stats().sessions_timed_out == 1
+    assert engine.stats().active_sessions == 0
+
+
+def test_a_failing_step_ends_its_session_and_the_engine_goes_on(engine):
+    bad = engine.open()
+    bad.send("boom")
+    with pytest.raises(EngineFailure):
+        bad.receive(timeout=5)
+    assert run(engine.open(), [2, 3]) == [2, 5]
+
+
+def test_unread_outputs_hold_the_session_back_not_the_engine(engine):
+    slow, fast = engine.open(), engine.open()
+    for x in range(2):
+        slow.send(x)
+    time.sleep(0.05)
+    slow.send(10)  # inbox has room again, but the outbox (2) is full: not stepped
+    assert run(fast, list(range(10))) == [sum(range(i + 1)) for i in range(10)]
+    slow.finish()
+    assert list(slow) == [0, 1, 11]
