@@ -1,0 +1,1 @@
+"""Streaming text-to-speech: script preparation, the word state machine, conditioning."""
