@@ -41,6 +41,7 @@ class TransformerConfig:
     max_period: float = 10_000.0
     positional_embedding: str = "rope"  # "rope" (interleaved pairs) | "none"
     weights_per_step: int = 0  # >0: that many weight sets, picked per step (depth transformer)
+    cross_attention: bool = False  # every layer also attends to a fixed per-session source
 
     @property
     def head_dim(self) -> int:
@@ -125,6 +126,26 @@ class MultiheadAttention(nn.Module):
         return F.linear(out.transpose(1, 2).reshape(batch, steps, dim), w_out)
 
 
+class CrossAttention(MultiheadAttention):
+    """Attention from the stream to a fixed source (TTS voice conditioning): q from rows
+    [0:dim] of the fused in-projection, k and v from rows [dim:3 dim] applied to the source.
+    No positions, no mask. The source does not change during a session, so its keys and values
+    are computed once (``project_source``) and kept in the state."""
+
+    def project_source(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """source [B, S, dim] -> keys, values [B, H, S, head_dim]."""
+        batch, length, dim = source.shape
+        w_kv = self.in_proj_weight[dim:]
+        kv = F.linear(source.to(w_kv.dtype), w_kv).view(batch, length, 2, self.num_heads, -1)
+        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+    def forward(self, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:  # type: ignore[override]
+        batch, steps, dim = x.shape
+        q = F.linear(x, self.in_proj_weight[:dim]).view(batch, steps, self.num_heads, -1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, dim))
+
+
 class GatedFFN(nn.Module):
     """SiLU(a) * b with [a; b] = linear_in(x), then linear_out."""
 
@@ -139,13 +160,18 @@ class GatedFFN(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-norm layer: x + attn(norm1(x)), then x + ffn(norm2(x)), each optionally scaled."""
+    """Pre-norm layer: x + attn(norm1(x)), then (with cross-attention) x + cross(norm_cross(x)),
+    then x + ffn(norm2(x)); self-attention and FFN optionally scaled."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         dim = cfg.d_model
         self.norm1 = make_norm(cfg.norm, dim)
         self.self_attn = MultiheadAttention(dim, cfg.num_heads, cfg.weight_sets)
+        self.cross_attention = None
+        if cfg.cross_attention:
+            self.norm_cross = nn.LayerNorm(dim, eps=1e-5)
+            self.cross_attention = CrossAttention(dim, cfg.num_heads)
         self.norm2 = make_norm(cfg.norm, dim)
         if cfg.gating == "none":
             self.linear1 = nn.Linear(dim, cfg.dim_feedforward, bias=False)
@@ -174,6 +200,10 @@ class TransformerLayer(nn.Module):
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, cache: KVCacheView,
                 weight_index: int = 0) -> Tensor:
         x = x + self.layer_scale_1(self.self_attn(self.norm1(x), rope, cache, weight_index))
+        if self.cross_attention is not None:
+            if cache.cross is None:
+                raise ValueError("cross-attention layers need a source: set_cross_source()")
+            x = x + self.cross_attention(self.norm_cross(x), *cache.cross)
         return x + self.layer_scale_2(self.feed_forward(self.norm2(x), weight_index))
 
 
@@ -186,6 +216,9 @@ class TransformerState(StreamingState):
     positions: Tensor  # [B, capacity] absolute position held by each slot; -1: empty
     offset: Tensor  # [B] position of the next step
     max_chunk: int  # most steps one call may bring
+    # Cross-attention keys / values of the per-session source (set_cross_source), if any.
+    cross_keys: Tensor | None = None  # [L, B, H, source_length, head_dim]
+    cross_values: Tensor | None = None
 
     @property
     def fresh_values(self) -> dict[str, object]:
@@ -193,7 +226,7 @@ class TransformerState(StreamingState):
 
     @property
     def batch_dims(self) -> dict[str, int]:
-        return {"keys": 1, "values": 1}
+        return {"keys": 1, "values": 1, "cross_keys": 1, "cross_values": 1}
 
     @property
     def capacity(self) -> int:
@@ -204,10 +237,12 @@ class KVCacheView:
     """One layer's slice of the ring for one call: where to write, and the attention mask."""
 
     def __init__(self, keys: Tensor, values: Tensor, batch_index: Tensor, slots: Tensor,
-                 mask: Tensor, active: Tensor | None):
+                 mask: Tensor, active: Tensor | None,
+                 cross: tuple[Tensor, Tensor] | None = None):
         self.keys, self.values = keys, values
         self.batch_index, self.slots = batch_index, slots
         self.mask, self.active = mask, active
+        self.cross = cross  # this layer's cross-attention keys and values [B, H, S, D]
 
     def write(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Stores k, v [B, T, H, D] for the active sessions; returns the whole ring [B, H, C, D]."""
@@ -236,9 +271,11 @@ class Transformer(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None, max_chunk: int = 1,
-                   capacity: int | None = None) -> TransformerState:
+                   capacity: int | None = None,
+                   cross_length: int | None = None) -> TransformerState:
         """A fresh state for ``batch_size`` sessions. Without a context window, ``capacity``
-        (the most steps a session will ever see) is required."""
+        (the most steps a session will ever see) is required. With cross-attention,
+        ``cross_length`` is the length of every session's source."""
         cfg = self.cfg
         if capacity is None:
             if cfg.context is None:
@@ -247,24 +284,49 @@ class Transformer(nn.Module):
         weight = self.layers[0].self_attn.in_proj_weight
         device, dtype = device or weight.device, dtype or weight.dtype
         shape = (cfg.num_layers, batch_size, cfg.num_heads, capacity, cfg.head_dim)
+        cross_keys = cross_values = None
+        if cfg.cross_attention and cross_length is not None:
+            cross_shape = (*shape[:3], cross_length, cfg.head_dim)
+            cross_keys = torch.zeros(cross_shape, device=device, dtype=dtype)
+            cross_values = torch.zeros(cross_shape, device=device, dtype=dtype)
         return TransformerState(
             keys=torch.zeros(shape, device=device, dtype=dtype),
             values=torch.zeros(shape, device=device, dtype=dtype),
             positions=torch.full((batch_size, capacity), -1, device=device, dtype=torch.long),
             offset=torch.zeros(batch_size, device=device, dtype=torch.long),
             max_chunk=max_chunk,
+            cross_keys=cross_keys,
+            cross_values=cross_values,
         )
 
+    def set_cross_source(self, state: TransformerState, source: Tensor,
+                         sessions: Tensor | None = None) -> None:
+        """Computes every layer's cross-attention keys and values of ``source`` [n, S, d_model]
+        once, for the sessions ``sessions`` (long indices [n]; all when None)."""
+        if state.cross_keys is None:
+            raise ValueError("this state has no cross-attention source (init_state cross_length)")
+        index = slice(None) if sessions is None else sessions
+        for i, layer in enumerate(self.layers):
+            keys, values = layer.cross_attention.project_source(source)
+            state.cross_keys[i][index] = keys.to(state.cross_keys.dtype)
+            state.cross_values[i][index] = values.to(state.cross_values.dtype)
+
     def forward(self, x: Tensor, state: TransformerState | None = None,
-                active: Tensor | None = None, weight_index: int = 0) -> Tensor:
-        """x [B, T, d_model] -> [B, T, d_model]. Without a state, x is one whole sequence."""
+                active: Tensor | None = None, weight_index: int = 0,
+                cross_source: Tensor | None = None) -> Tensor:
+        """x [B, T, d_model] -> [B, T, d_model]. Without a state, x is one whole sequence and
+        ``cross_source`` [B, S, d_model] the cross-attention source (when the layers have it)."""
         if state is None:
             steps = x.shape[1]
             # One chunk up to a bound: exact, differentiable (the ring is written once), and
             # memory stays bounded on long inputs.
             chunk = steps if self.cfg.context is None else min(steps, max(self.cfg.context, 512))
-            state = self.init_state(x.shape[0], x.device, x.dtype, max_chunk=chunk,
-                                    capacity=steps if self.cfg.context is None else None)
+            state = self.init_state(
+                x.shape[0], x.device, x.dtype, max_chunk=chunk,
+                capacity=steps if self.cfg.context is None else None,
+                cross_length=None if cross_source is None else cross_source.shape[1])
+            if cross_source is not None:
+                self.set_cross_source(state, cross_source)
         if x.shape[1] <= state.max_chunk:
             return self._step(x, state, active, weight_index)
         pieces = x.split(state.max_chunk, dim=1)
@@ -288,7 +350,11 @@ class Transformer(nn.Module):
         if self.cfg.positional_embedding == "rope":
             rope = rope_angles(positions, self.cfg.head_dim, self.cfg.max_period)
         for i, layer in enumerate(self.layers):
-            cache = KVCacheView(state.keys[i], state.values[i], batch_index, slots, mask, active)
+            cross = None
+            if state.cross_keys is not None:
+                cross = state.cross_keys[i], state.cross_values[i]
+            cache = KVCacheView(state.keys[i], state.values[i], batch_index, slots, mask, active,
+                                cross)
             x = layer(x, rope, cache, weight_index)
         return x
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -109,3 +111,49 @@ def test_weights_per_step_selects_slices():
     assert not torch.allclose(outs[0], outs[1])
     assert model.layers[0].self_attn.in_proj_weight.shape == (3 * 48, 16)
     assert model.layers[0].self_attn.out_proj.weight.shape == (48, 16)
+
+
+CROSS = TransformerConfig(d_model=32, num_heads=4, num_layers=2, dim_feedforward=132,
+                          norm="rms_norm_f32", gating="silu", context=6, cross_attention=True)
+
+
+def test_cross_attention_keys_and_explicit_math():
+    model = Transformer(CROSS).eval()
+    layer = model.layers[0]
+    assert layer.cross_attention.in_proj_weight.shape == (96, 32)
+    assert layer.cross_attention.out_proj.weight.shape == (32, 32)
+    assert {"layers.0.norm_cross.weight", "layers.0.norm_cross.bias"} <= set(model.state_dict())
+    x, src = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    w = layer.cross_attention.in_proj_weight
+    q = (x @ w[:32].T).view(2, 5, 4, 8).transpose(1, 2)
+    k = (src @ w[32:64].T).view(2, 7, 4, 8).transpose(1, 2)
+    v = (src @ w[64:].T).view(2, 7, 4, 8).transpose(1, 2)
+    att = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1) @ v
+    expected = layer.cross_attention.out_proj(att.transpose(1, 2).reshape(2, 5, 32))
+    with torch.no_grad():
+        got = layer.cross_attention(x, *layer.cross_attention.project_source(src))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cross_attention_streaming_equals_batch_per_session():
+    model = Transformer(CROSS).eval()
+    x, src = torch.randn(3, 11, 32), torch.randn(3, 4, 32)
+    state = model.init_state(3, cross_length=4)
+    with torch.no_grad():
+        whole = model(x, cross_source=src)
+        # Sources set session by session (as sessions join), then reset one and set it again.
+        for b in (2, 0, 1):
+            model.set_cross_source(state, src[b:b + 1], torch.tensor([b]))
+        steps = [model(x[:, t:t + 1], state) for t in range(4)]
+        state.reset(torch.tensor([False, True, False]))
+        assert state.cross_keys[:, 1].abs().max() == 0
+        model.set_cross_source(state, src[1:2], torch.tensor([1]))
+        steps += [model(x[:, t:t + 1], state) for t in range(4, 11)]
+        restarted = model(x[1:2, 4:], cross_source=src[1:2])
+        without_source = Transformer(dataclasses.replace(CROSS, cross_attention=False))
+    stream = torch.cat(steps, dim=1)
+    torch.testing.assert_close(stream[[0, 2]], whole[[0, 2]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stream[1:2, 4:], restarted, atol=1e-5, rtol=1e-5)
+    assert not hasattr(without_source.layers[0], "norm_cross")
+    with pytest.raises(ValueError, match="source"):
+        model(x)
