@@ -19,6 +19,7 @@ here move queue items, the model work is one batched call.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -242,17 +243,33 @@ class Engine:
     def open(self, config: Any = None) -> Session:
         """Admits a session on a free slot, or raises CapacityError at once."""
         with self._lock:
-            if self._stopped:
-                raise EngineStopped(f"the {self.name} engine is shutting down")
-            if not self._free:
-                self._counts["rejected"] += 1
-                raise CapacityError(f"all {self.max_sessions} {self.name} sessions are in use; "
-                                    "retry later")
-            session = Session(self, self._free.pop(0), config, self.max_queue)
+            session = Session(self, self._take_slot(), config, self.max_queue)
             self._sessions[session.slot] = session
             self._joining.append(session)
-            self._counts["started"] += 1
         return session
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[int]:
+        """Holds a slot for work done outside the engine thread (a unary batch call), so it
+        counts against ``max_sessions`` like a stream; raises CapacityError when full."""
+        with self._lock:
+            slot = self._take_slot()
+        try:
+            yield slot
+        finally:
+            with self._lock:
+                self._free.append(slot)
+
+    def _take_slot(self) -> int:
+        """A free slot (the caller holds the lock)."""
+        if self._stopped:
+            raise EngineStopped(f"the {self.name} engine is shutting down")
+        if not self._free:
+            self._counts["rejected"] += 1
+            raise CapacityError(f"all {self.max_sessions} {self.name} sessions are in use; "
+                                "retry later")
+        self._counts["started"] += 1
+        return self._free.pop(0)
 
     def wake(self) -> None:
         self._wake.set()
@@ -260,7 +277,7 @@ class Engine:
     def stats(self) -> EngineStats:
         with self._lock:
             recent = list(self._recent)
-            active = len(self._sessions)
+            active = self.max_sessions - len(self._free)
             queued = sum(s._queued() for s in self._sessions.values())
             counts = dict(self._counts)
         times = np.array([t for t, _ in recent]) if recent else np.zeros(1)

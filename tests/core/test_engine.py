@@ -109,3 +109,13 @@ def test_unread_outputs_hold_the_session_back_not_the_engine(engine):
     assert run(fast, list(range(10))) == [sum(range(i + 1)) for i in range(10)]
     slow.finish()
     assert list(slow) == [0, 1, 11]
+
+
+def test_reserved_slots_count_against_capacity(engine):
+    with engine.reserve(), engine.reserve():
+        session = engine.open()
+        assert engine.stats().active_sessions == 3
+        with pytest.raises(CapacityError), engine.reserve():
+            pass
+        session.close()
+    assert engine.stats().active_sessions == 0

@@ -1,0 +1,196 @@
+"""The gRPC server around the services: one port, health, reflection, engine stats, optional
+bearer-token auth and TLS, keepalive for long streams.
+
+``create_server`` builds and starts a server for already constructed services and returns
+``(server, port)``; ``moshi-services serve`` (cli/serve.py) loads the models, calls it, warms
+up and waits for SIGTERM. Tests call it on ``127.0.0.1:0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+from collections.abc import Sequence
+from concurrent import futures
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.core import stats_pb2, stats_pb2_grpc
+from services.core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+STATS_SERVICE = stats_pb2.DESCRIPTOR.services_by_name["EngineStats"].full_name
+
+# Dialogue streams last minutes. The server pings idle connections every 30 s so dead peers are
+# found, and accepts client pings every 10 s or slower even without data in flight; clients use
+# CLIENT_KEEPALIVE_OPTIONS (20 s) which stays inside that policy, so no GOAWAY too_many_pings.
+SERVER_KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+CLIENT_KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+class GrpcService(Protocol):
+    """What the server needs from each service (Mimi, LM, dialogue, ...)."""
+
+    #: Full proto name, e.g. "services.mimi.Mimi": the health and reflection name.
+    name: str
+
+    def add_to_server(self, server: grpc.Server) -> None: ...
+
+    def engines(self) -> Sequence[Engine]:
+        """Engines this service runs (for the stats RPC); shared ones may repeat."""
+
+    def warm_up(self) -> None:
+        """Runs a few frames through the models so the first client does not pay for it."""
+
+    def close(self) -> None:
+        """Stops what the service owns (its engines)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    auth_token: str | None = None  # clients send "authorization: Bearer <token>"
+    tls_cert_chain: bytes | None = None  # PEM; with tls_private_key turns TLS on
+    tls_private_key: bytes | None = None
+    max_message_bytes: int = 4 * MiB  # gRPC's default receive limit, stated explicitly
+    spare_workers: int = 16  # handler threads beyond one per admissible stream
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_chain is not None
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Refuses calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED, before any
+    handler runs (so before a slot is taken). Health stays open for load balancers."""
+
+    def __init__(self, token: str, open_prefixes: Sequence[str] = (f"/{HEALTH_SERVICE}/",)):
+        self._expected = f"Bearer {token}".encode()
+        self._open_prefixes = tuple(open_prefixes)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(self._open_prefixes):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        given = str(metadata.get("authorization", "")).encode()
+        if hmac.compare_digest(given, self._expected):
+            return handler
+        message = ("missing bearer token: send 'authorization: Bearer <token>' metadata"
+                   if not given else "wrong bearer token")
+        return _refusing_handler(handler, grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def _refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
+                      message: str) -> grpc.RpcMethodHandler:
+    def refuse(request, context):
+        context.abort(code, message)
+
+    make = {(False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler}
+    return make[handler.request_streaming, handler.response_streaming](
+        refuse, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
+class StatsServicer(stats_pb2_grpc.EngineStatsServicer):
+    def __init__(self, engines: Sequence[Engine]):
+        self._engines = list({id(e): e for e in engines}.values())
+
+    def GetStats(self, request, context):
+        figures = []
+        for engine in self._engines:
+            s = engine.stats()
+            figures.append(stats_pb2.EngineFigures(
+                name=s.name, max_sessions=s.max_sessions, active_sessions=s.active_sessions,
+                sessions_started=s.sessions_started, sessions_rejected=s.sessions_rejected,
+                sessions_timed_out=s.sessions_timed_out, steps=s.steps, frames=s.frames,
+                step_ms_last=s.step_ms_last, step_ms_p50=s.step_ms_p50,
+                step_ms_p99=s.step_ms_p99, mean_batch=s.mean_batch,
+                real_time_factor=s.real_time_factor, queued_frames=s.queued_frames))
+        return stats_pb2.GetStatsResponse(engines=figures)
+
+
+def set_health(servicer: health.HealthServicer, services: Sequence[GrpcService],
+               serving: bool) -> None:
+    """Every service name and "" (the whole server) to SERVING or NOT_SERVING."""
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ["", *(s.name for s in services)]:
+        servicer.set(name, status)
+
+
+def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
+                  options: ServerOptions | None = None,
+                  health_servicer: health.HealthServicer | None = None,
+                  warm_up: bool = True) -> tuple[grpc.Server, int]:
+    """Builds and starts a server for ``services`` on ``address``; returns it and its port.
+
+    Health starts NOT_SERVING; with ``warm_up`` the services are warmed up here and health
+    turns SERVING before returning. ``serve`` passes its own ``health_servicer`` and
+    ``warm_up=False`` to report NOT_SERVING while it warms up.
+    """
+    options = options or ServerOptions()
+    engines = [e for s in services for e in s.engines()]
+    slots = sum({id(e): e.max_sessions for e in engines}.values())
+    interceptors = [BearerTokenInterceptor(options.auth_token)] if options.auth_token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=slots + options.spare_workers,
+                                   thread_name_prefix="grpc"),
+        interceptors=interceptors,
+        options=[("grpc.max_receive_message_length", options.max_message_bytes),
+                 ("grpc.max_send_message_length", options.max_message_bytes),
+                 *SERVER_KEEPALIVE_OPTIONS])
+    health_servicer = health_servicer or health.HealthServicer()
+    set_health(health_servicer, services, serving=False)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    stats_pb2_grpc.add_EngineStatsServicer_to_server(StatsServicer(engines), server)
+    for service in services:
+        service.add_to_server(server)
+    names = [s.name for s in services] + [HEALTH_SERVICE, STATS_SERVICE,
+                                         reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    if options.tls:
+        credentials = grpc.ssl_server_credentials(
+            [(options.tls_private_key, options.tls_cert_chain)])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    server.start()
+    if warm_up:
+        for service in services:
+            service.warm_up()
+        set_health(health_servicer, services, serving=True)
+    return server, port
+
+
+def create_channel(address: str, root_certificates: bytes | None = None,
+                   tls: bool = False) -> grpc.Channel:
+    """A client channel with keepalive settings that match the server's policy."""
+    options = [*CLIENT_KEEPALIVE_OPTIONS,
+               ("grpc.max_receive_message_length", 64 * MiB)]
+    if tls or root_certificates is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        return grpc.secure_channel(address, credentials, options=options)
+    return grpc.insecure_channel(address, options=options)

@@ -1,0 +1,124 @@
+"""Servicer plumbing shared by every streaming RPC: config-first streams, the reader thread that
+feeds a session, status codes for engine errors, cancellation.
+
+A bidi handler is a thin generator: ``serve_stream`` checks that the first request is the
+config, opens a session with it (taking a slot), feeds the remaining requests to the session
+from a reader thread, and yields one response per session output. Bad input from the client
+ends the call with INVALID_ARGUMENT and a message saying what was wrong; the server goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import grpc
+
+from services.core.engine import (
+    Cancelled,
+    CapacityError,
+    EngineError,
+    EngineFailure,
+    EngineStopped,
+    IdleTimeout,
+    InvalidInput,
+)
+from services.core.pcm import PcmError
+
+log = logging.getLogger(__name__)
+
+STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
+    CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    IdleTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    EngineStopped: grpc.StatusCode.UNAVAILABLE,
+    EngineFailure: grpc.StatusCode.INTERNAL,
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    PcmError: grpc.StatusCode.INVALID_ARGUMENT,
+    Cancelled: grpc.StatusCode.CANCELLED,
+}
+CLIENT_ERRORS = (EngineError, PcmError)
+
+
+class StreamSession(Protocol):
+    """An engine session, or anything that behaves like one (the dialogue pipeline)."""
+
+    def send(self, item: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def close(self, error: EngineError | None = None) -> None: ...
+
+
+def abort(context: grpc.ServicerContext, error: Exception) -> None:
+    """Ends the call with the status that ``error`` stands for (raises)."""
+    code = next((c for t, c in STATUS_OF_ERROR.items() if isinstance(error, t)),
+                grpc.StatusCode.INTERNAL)
+    context.abort(code, str(error))
+
+
+def config_of(request: Any, field: str = "config") -> Any:
+    """The config of a stream's first request, or InvalidInput saying what came instead."""
+    kind = request.WhichOneof("request")
+    if kind != field:
+        raise InvalidInput(f"the first request of a stream must be the {field}, got "
+                           f"{kind or 'an empty request'} before it")
+    return getattr(request, field)
+
+
+def serve_stream(requests: Iterator[Any], context: grpc.ServicerContext, *,
+                 open_session: Callable[[Any], StreamSession],
+                 to_inputs: Callable[[Any], Iterable[Any]],
+                 to_response: Callable[[Any], Any | None],
+                 flush_inputs: Callable[[], Iterable[Any]] = tuple) -> Iterator[Any]:
+    """The body of a config-first bidi RPC.
+
+    ``open_session(config)`` validates the config and takes a slot (raising an EngineError or
+    PcmError); ``to_inputs(request)`` turns each later request into session inputs (raising on
+    bad data); ``flush_inputs()`` gives the last inputs once the client half-closes;
+    ``to_response(output)`` makes the response of each output (None: nothing to send).
+    """
+    try:
+        first = next(requests, None)
+        if first is None:
+            raise InvalidInput("the stream ended before its config")
+        session = open_session(config_of(first))
+    except CLIENT_ERRORS as error:
+        abort(context, error)
+    # Cancellation, deadline or a dropped connection: free the slot now, not at the next read.
+    context.add_callback(lambda: session.close(Cancelled("the client cancelled the call")))
+    reader = threading.Thread(target=_feed, args=(requests, session, to_inputs, flush_inputs),
+                              name="stream-reader", daemon=True)
+    reader.start()
+    try:
+        for output in session:
+            response = to_response(output)
+            if response is not None:
+                yield response
+    except CLIENT_ERRORS as error:
+        abort(context, error)
+    finally:
+        session.close()
+
+
+def _feed(requests: Iterator[Any], session: StreamSession,
+          to_inputs: Callable[[Any], Iterable[Any]],
+          flush_inputs: Callable[[], Iterable[Any]]) -> None:
+    """Reader thread: client requests -> session inputs, then half-close."""
+    try:
+        for request in requests:
+            if request.WhichOneof("request") == "config":
+                raise InvalidInput("a stream takes one config, in its first request only; "
+                                   "got a second one")
+            for item in to_inputs(request):
+                session.send(item)
+        for item in flush_inputs():
+            session.send(item)
+        session.finish()
+    except CLIENT_ERRORS as error:
+        session.close(error if not isinstance(error, PcmError) else InvalidInput(str(error)))
+    except grpc.RpcError:  # the call ended under us (cancelled, deadline): nothing to report
+        session.close(Cancelled("the client cancelled the call"))

@@ -1,0 +1,197 @@
+"""The Mimi gRPC service (protos/services/mimi/mimi.proto): thin handlers over the Mimi engine.
+
+Streams go through the batching engine (one slot each); unary Encode/Decode run a batch call
+of the model on the handler thread while holding a slot, so they count against the same
+``max_sessions``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from services.core import grpc_stream
+from services.core.audio import resample
+from services.core.common_pb2 import CodeFrame
+from services.core.constants import SAMPLE_RATE
+from services.core.engine import Engine, InvalidInput, Session
+from services.core.pcm import FrameSplitter, check_encoding, decode_pcm, encode_pcm
+from services.mimi import mimi_pb2, mimi_pb2_grpc
+from services.mimi.model import MimiModel
+from services.mimi.stepper import MimiStream, mimi_engine
+
+SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
+
+
+def check_codes(codes: np.ndarray, num_codebooks: int, cardinality: int) -> np.ndarray:
+    """Codes [K, ...] from a client: the announced codebook count, every code in range."""
+    if codes.shape[0] != num_codebooks:
+        raise InvalidInput(f"expected {num_codebooks} codebooks per frame, got {codes.shape[0]}")
+    if codes.size and (codes.min() < 0 or codes.max() >= cardinality):
+        bad = codes[(codes < 0) | (codes >= cardinality)][0]
+        raise InvalidInput(f"code {bad} out of range: codes are in [0, {cardinality})")
+    return codes.astype(np.int64)
+
+
+class MimiService(mimi_pb2_grpc.MimiServicer):
+    name = SERVICE_NAME
+
+    def __init__(self, model: MimiModel, engine: Engine, owns_engine: bool = True):
+        self.model, self.engine, self._owns_engine = model, engine, owns_engine
+
+    @classmethod
+    def create(cls, model: MimiModel, max_sessions: int = 8,
+               idle_timeout: float = 30.0) -> MimiService:
+        return cls(model, mimi_engine(model, max_sessions, idle_timeout))
+
+    # ---- in-process sessions (also used by the dialogue) -----------------------------------
+
+    def check_num_codebooks(self, n: int, default: bool = True) -> int:
+        if n == 0 and default:
+            return self.model.num_codebooks
+        if not 1 <= n <= self.model.cfg.max_codebooks:
+            raise InvalidInput(f"num_codebooks must be in 1..{self.model.cfg.max_codebooks}"
+                               f"{' (0 for the default)' if default else ''}, got {n}")
+        return n
+
+    def open_encoder(self, num_codebooks: int = 0) -> Session:
+        """A session taking 1920-sample float32 frames and giving code frames [K]."""
+        return self.engine.open(MimiStream(True, self.check_num_codebooks(num_codebooks)))
+
+    def open_decoder(self, num_codebooks: int) -> Session:
+        """A session taking code frames [K] and giving 1920-sample float32 frames."""
+        k = self.check_num_codebooks(num_codebooks, default=False)
+        return self.engine.open(MimiStream(False, k))
+
+    # ---- GrpcService -----------------------------------------------------------------------
+
+    def add_to_server(self, server) -> None:
+        mimi_pb2_grpc.add_MimiServicer_to_server(self, server)
+
+    def engines(self) -> list[Engine]:
+        return [self.engine]
+
+    def warm_up(self) -> None:
+        frames = np.zeros((2, self.model.frame_size), dtype=np.float32)
+        with self.open_encoder() as encoder:
+            codes = _run(encoder, frames)
+        with self.open_decoder(len(codes[0])) as decoder:
+            _run(decoder, codes)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.stop()
+
+    # ---- RPCs ------------------------------------------------------------------------------
+
+    def GetInfo(self, request, context):
+        cfg = self.model.cfg
+        return mimi_pb2.MimiInfo(
+            model=self.model.name, sample_rate_hertz=cfg.sample_rate,
+            frame_rate_hertz=cfg.frame_rate, frame_size=cfg.frame_size,
+            cardinality=cfg.cardinality, max_codebooks=cfg.max_codebooks,
+            default_codebooks=self.model.num_codebooks, max_sessions=self.engine.max_sessions)
+
+    def Encode(self, request, context):
+        try:
+            config = request.config
+            k = self.check_num_codebooks(config.num_codebooks)
+            splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)  # validates
+            audio = resample(decode_pcm(request.audio, splitter.encoding),
+                             splitter.sample_rate, SAMPLE_RATE)
+            with self.engine.reserve(), torch.inference_mode():
+                codes = self.model.encode(self._tensor(audio)[None, None], k)[0]
+        except grpc_stream.CLIENT_ERRORS as error:
+            grpc_stream.abort(context, error)
+        return mimi_pb2.EncodeResponse(codes=_codes_message(codes.cpu().numpy()),
+                                       num_samples=len(audio))
+
+    def Decode(self, request, context):
+        try:
+            encoding = check_encoding(request.encoding)
+            codes = self._clip_codes(request.codes)
+            length = codes.shape[1] * self.model.frame_size
+            if not 0 <= request.num_samples <= length:
+                raise InvalidInput(f"num_samples must be in 0..{length} (1920 per frame), "
+                                   f"got {request.num_samples}")
+            with self.engine.reserve(), torch.inference_mode():
+                audio = self.model.decode(torch.from_numpy(codes)[None].to(self._device()))
+        except grpc_stream.CLIENT_ERRORS as error:
+            grpc_stream.abort(context, error)
+        audio = audio[0, 0, : request.num_samples or length].float().cpu().numpy()
+        return mimi_pb2.DecodeResponse(audio=encode_pcm(audio, encoding),
+                                       sample_rate_hertz=SAMPLE_RATE, num_samples=len(audio))
+
+    def StreamingEncode(self, request_iterator, context):
+        splitter: FrameSplitter | None = None
+        frames_out = 0
+
+        def open_session(config):
+            nonlocal splitter
+            splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)
+            return self.open_encoder(config.num_codebooks)
+
+        def respond(codes: np.ndarray):
+            nonlocal frames_out
+            frames_out += 1
+            return mimi_pb2.StreamingEncodeResponse(
+                frame_index=frames_out - 1, frame=CodeFrame(codes=codes.tolist()),
+                audio_received_seconds=splitter.seconds_received)
+
+        return grpc_stream.serve_stream(
+            request_iterator, context, open_session=open_session,
+            to_inputs=lambda request: splitter.push(request.audio),
+            flush_inputs=lambda: splitter.flush(), to_response=respond)
+
+    def StreamingDecode(self, request_iterator, context):
+        config = None
+        frames_out = 0
+
+        def open_session(c):
+            nonlocal config
+            config = c
+            check_encoding(c.encoding)
+            return self.open_decoder(c.num_codebooks)
+
+        def to_inputs(request):
+            codes = np.asarray(request.frame.codes, dtype=np.int64)
+            return [check_codes(codes, config.num_codebooks, self.model.cfg.cardinality)]
+
+        def respond(audio: np.ndarray):
+            nonlocal frames_out
+            frames_out += 1
+            return mimi_pb2.StreamingDecodeResponse(frame_index=frames_out - 1,
+                                                    audio=encode_pcm(audio, config.encoding))
+
+        return grpc_stream.serve_stream(request_iterator, context, open_session=open_session,
+                                        to_inputs=to_inputs, to_response=respond)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _clip_codes(self, message: mimi_pb2.Codes) -> np.ndarray:
+        k, t = message.num_codebooks, message.num_frames
+        self.check_num_codebooks(k, default=False)
+        if t < 0 or len(message.codes) != k * t:
+            raise InvalidInput(f"codes holds {len(message.codes)} values, expected "
+                               f"num_codebooks * num_frames = {k} * {t}")
+        codes = np.asarray(message.codes, dtype=np.int64).reshape(k, t)
+        return check_codes(codes, k, self.model.cfg.cardinality)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _tensor(self, audio: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(audio).to(self._device())
+
+
+def _codes_message(codes: np.ndarray) -> mimi_pb2.Codes:
+    k, t = codes.shape
+    return mimi_pb2.Codes(num_codebooks=k, num_frames=t, codes=codes.reshape(-1).tolist())
+
+
+def _run(session: Session, inputs) -> list:
+    for item in inputs:
+        session.send(item)
+    session.finish()
+    return list(session)
+
