@@ -5,9 +5,20 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+import torch
 
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.mimi import build_random_mimi
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine the
+    thread hand-offs cost a scheduler slice per op (~80x slower steps measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
