@@ -1,0 +1,1 @@
+"""Streaming speech recognition: words, timestamps and voice activity from the text stream."""
