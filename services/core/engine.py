@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -348,3 +348,29 @@ class Engine:
         for session in idle:
             session.close(IdleTimeout(f"{self.name} session idle for more than "
                                       f"{self.idle_timeout:g} s"))
+
+
+def run_session(session: Any, items: Iterable[Any]) -> list[Any]:
+    """Feeds ``items`` to a session (or anything with send/finish/iteration/close) from a
+    thread while collecting its outputs here, so long inputs never dead-lock on full queues;
+    closes the session at the end."""
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for item in items:
+                session.send(item)
+            session.finish()
+        except EngineError as error:  # the session ended early: the reader sees why
+            failure.append(error)
+
+    feeder = threading.Thread(target=feed, name="session-feeder", daemon=True)
+    feeder.start()
+    try:
+        outputs = list(session)
+    finally:
+        session.close()
+        feeder.join()
+    if failure:
+        raise failure[0]
+    return outputs

@@ -14,7 +14,7 @@ from services.core import grpc_stream
 from services.core.audio import resample
 from services.core.common_pb2 import CodeFrame
 from services.core.constants import SAMPLE_RATE
-from services.core.engine import Engine, InvalidInput, Session
+from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.pcm import FrameSplitter, check_encoding, decode_pcm, encode_pcm
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.model import MimiModel
@@ -73,10 +73,8 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
     def warm_up(self) -> None:
         frames = np.zeros((2, self.model.frame_size), dtype=np.float32)
-        with self.open_encoder() as encoder:
-            codes = _run(encoder, frames)
-        with self.open_decoder(len(codes[0])) as decoder:
-            _run(decoder, codes)
+        codes = run_session(self.open_encoder(), frames)
+        run_session(self.open_decoder(len(codes[0])), codes)
 
     def close(self) -> None:
         if self._owns_engine:
@@ -187,11 +185,4 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 def _codes_message(codes: np.ndarray) -> mimi_pb2.Codes:
     k, t = codes.shape
     return mimi_pb2.Codes(num_codebooks=k, num_frames=t, codes=codes.reshape(-1).tolist())
-
-
-def _run(session: Session, inputs) -> list:
-    for item in inputs:
-        session.send(item)
-    session.finish()
-    return list(session)
 

@@ -6,15 +6,20 @@ import torch
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, CodeFrame
 from services.core.pcm import encode_pcm
 from services.mimi import mimi_pb2, mimi_pb2_grpc
+from services.mimi.client import RemoteMimi
 from services.mimi.service import MimiService
 
 FRAME = 1920
 
 
 @pytest.fixture
-def mimi_stub(start_server, tiny_mimi):
-    service = MimiService.create(tiny_mimi, max_sessions=4, idle_timeout=10)
-    return mimi_pb2_grpc.MimiStub(start_server([service]))
+def mimi_channel(start_server, tiny_mimi):
+    return start_server([MimiService.create(tiny_mimi, max_sessions=4, idle_timeout=10)])
+
+
+@pytest.fixture
+def mimi_stub(mimi_channel):
+    return mimi_pb2_grpc.MimiStub(mimi_channel)
 
 
 def noise(seconds: float, seed: int = 0, rate: int = 24_000) -> np.ndarray:
@@ -143,3 +148,13 @@ def test_oversize_message_is_refused_and_the_server_goes_on(mimi_stub):
             audio=too_big))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert mimi_stub.GetInfo(mimi_pb2.GetInfoRequest()).frame_size == FRAME
+
+
+def test_remote_client_streams_long_signals(mimi_channel, tiny_mimi):
+    client = RemoteMimi(mimi_channel)
+    audio = noise(2.5, seed=5)  # 32 frames: more than every queue on the way holds
+    codes = client.encode(audio, num_codebooks=3, chunk_seconds=0.3)
+    np.testing.assert_array_equal(codes, in_process_encode(tiny_mimi, audio, 3))
+    with torch.inference_mode():
+        expected = tiny_mimi.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
+    np.testing.assert_allclose(client.decode(codes), expected, atol=1e-5)
