@@ -1,16 +1,12 @@
-"""Conditioning of Kyutai's TTS models (spec §3.3) and their demuxed text embedding.
+"""Conditioning of Kyutai's TTS models (spec §3.3).
 
 - ``cfg`` and ``control`` are look-up-table conditioners: a value (e.g. "2.0", "ok") picks an
   embedding row, projected to the model width and *summed* into the input at every step.
 - ``speaker_wavs`` is a tensor conditioner: up to ``max_speakers`` voice embeddings [1, D, T]
   are laid in slots, projected, padded with a learnt vector where a slot is empty, given
   sinusoidal positions, and become the *cross-attention* source of every temporal layer.
-- The text stream carries two muxed tokens per step (main and look-ahead):
-  ``DemuxTextEmbedding`` embeds id = (second + 1) * card + main as the sum of two projections
-  of one shared table.
 
-Parameter names follow the checkpoint: ``condition_provider.conditioners.<name>.*``,
-``text_emb.{weight,out1,out2}``, ``depformer_text_emb.{weight,low_rank,out1,out2}``.
+Parameter names follow the checkpoint: ``condition_provider.conditioners.<name>.*``.
 """
 
 from __future__ import annotations
@@ -25,39 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from services.core.checkpoint import load_state_dict
-from services.core.constants import ZERO_TOKEN
 
 VOICE_KEY = "speaker_wavs"
 VOICE_SUFFIX = ".safetensors"
-
-
-class DemuxTextEmbedding(nn.Module):
-    """Embeds muxed text ids: out1(E[id mod card]) + [id >= card] * out2(E[id div card - 1]).
-
-    ``card`` is text_card + 1. Id -1 embeds to zero. The depth transformer's variant has a
-    low-rank table (``dim`` < ``out_dim``); its checkpoint also holds a ``low_rank`` projection
-    that demuxing does not use (out1 / out2 already map to ``out_dim``), kept for a strict load.
-    """
-
-    def __init__(self, card: int, dim: int, out_dim: int | None = None,
-                 low_rank: bool = False):
-        super().__init__()
-        out_dim = out_dim or dim
-        self.card = card
-        self.weight = nn.Parameter(torch.empty(card, dim))
-        if low_rank:
-            self.low_rank = nn.Linear(dim, out_dim, bias=False)
-        self.out1 = nn.Linear(dim, out_dim, bias=False)
-        self.out2 = nn.Linear(dim, out_dim, bias=False)
-        nn.init.normal_(self.weight)
-
-    def forward(self, ids: Tensor) -> Tensor:
-        """ids [...] (long) -> [..., out_dim]."""
-        main = self.weight[ids.clamp(min=0) % self.card]
-        second = ids // self.card - 1
-        has_second = (second >= 0)[..., None]
-        out = self.out1(main) + has_second * self.out2(self.weight[second.clamp(min=0)])
-        return torch.where((ids == ZERO_TOKEN)[..., None], torch.zeros_like(out), out)
 
 
 class LUTConditioner(nn.Module):

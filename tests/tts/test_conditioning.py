@@ -13,7 +13,6 @@ from services.core.transformer import RMSNorm, Transformer, TransformerConfig
 from services.tts.conditioning import (
     ConditioningConfig,
     ConditionProvider,
-    DemuxTextEmbedding,
     LUTConditioner,
     list_voices,
     load_voice,
@@ -21,6 +20,7 @@ from services.tts.conditioning import (
     sinusoidal_positions,
     speaker_slots,
 )
+from services.tts.embeddings import DemuxTextEmbedding, LowRankEmbedding
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 LM_CONFIG = json.loads((FIXTURES / "tts_dev.json").read_text())["config"]
@@ -58,6 +58,11 @@ def test_demux_embedding_formula():
         torch.testing.assert_close(out[1], emb.out1(E[4]) + emb.out2(E[0]))  # second = 0
         torch.testing.assert_close(out[2], emb.out1(E[0]) + emb.out2(E[2]))
     assert out[3].abs().max() == 0
+    low = LowRankEmbedding(7, 2, 5)
+    with torch.no_grad():
+        out = low(torch.tensor([3, -1]))
+        torch.testing.assert_close(out[0], low.low_rank(low.weight[3]))
+    assert out[1].abs().max() == 0
 
 
 def test_lut_values_and_learnt_padding():
