@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import grpc
+import numpy as np
 
 from services.core.engine import (
     Cancelled,
@@ -67,6 +68,16 @@ def config_of(request: Any, field: str = "config") -> Any:
         raise InvalidInput(f"the first request of a stream must be the {field}, got "
                            f"{kind or 'an empty request'} before it")
     return getattr(request, field)
+
+
+def check_codes(codes: np.ndarray, num_codebooks: int, cardinality: int) -> np.ndarray:
+    """Codes [K, ...] from a client: the announced codebook count, every code in range."""
+    if codes.shape[0] != num_codebooks:
+        raise InvalidInput(f"expected {num_codebooks} codebooks per frame, got {codes.shape[0]}")
+    if codes.size and (codes.min() < 0 or codes.max() >= cardinality):
+        bad = codes[(codes < 0) | (codes >= cardinality)][0]
+        raise InvalidInput(f"code {bad} out of range: codes are in [0, {cardinality})")
+    return codes.astype(np.int64)
 
 
 def serve_stream(requests: Iterator[Any], context: grpc.ServicerContext, *,

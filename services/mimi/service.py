@@ -15,22 +15,13 @@ from services.core.audio import resample
 from services.core.common_pb2 import CodeFrame
 from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, Session, run_session
+from services.core.grpc_stream import check_codes
 from services.core.pcm import FrameSplitter, check_encoding, decode_pcm, encode_pcm
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.model import MimiModel
 from services.mimi.stepper import MimiStream, mimi_engine
 
 SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
-
-
-def check_codes(codes: np.ndarray, num_codebooks: int, cardinality: int) -> np.ndarray:
-    """Codes [K, ...] from a client: the announced codebook count, every code in range."""
-    if codes.shape[0] != num_codebooks:
-        raise InvalidInput(f"expected {num_codebooks} codebooks per frame, got {codes.shape[0]}")
-    if codes.size and (codes.min() < 0 or codes.max() >= cardinality):
-        bad = codes[(codes < 0) | (codes >= cardinality)][0]
-        raise InvalidInput(f"code {bad} out of range: codes are in [0, {cardinality})")
-    return codes.astype(np.int64)
 
 
 class MimiService(mimi_pb2_grpc.MimiServicer):
