@@ -6,9 +6,12 @@
             -> wav [B, 1, 1920 * T]
 
 Everything is causal, so one code path serves batch and streaming: a batch call is a streaming
-call on a fresh state. Streaming states are explicit objects for B independent sessions
-(``init_encoder_state`` / ``init_decoder_state``), each session resettable on its own
-(``state.reset(mask)``) and frozen by the ``active`` mask while idle.
+call on a fresh state. Inside, tensors are time-major [B, T, C] (services.mimi.conv); the public
+methods take and return Kyutai's layouts (wav [B, 1, N], latents [B, D, T]).
+
+Streaming states are explicit objects for B independent sessions (``init_encoder_state`` /
+``init_decoder_state``), each session resettable on its own (``state.reset(mask)``) and frozen
+by the ``active`` mask while idle.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from services.core.conv import CausalConv1d, CausalConvTranspose1d, ConvState, ConvTransposeState
+from services.core.conv import ConvState, ConvTransposeState
 from services.core.streaming import StreamingState
 from services.core.transformer import Transformer, TransformerConfig, TransformerState
 from services.mimi.config import MimiConfig
+from services.mimi.conv import TimeMajorConv1d, TimeMajorConvTranspose1d
 from services.mimi.quantizer import SplitResidualVectorQuantizer
 from services.mimi.seanet import SeanetDecoder, SeanetEncoder, SeanetState
 
@@ -47,15 +51,15 @@ class DecoderState(StreamingState):
 
 
 class ProjectedTransformer(nn.Module):
-    """The transformer on conv-layout tensors [B, D, T]. Kyutai's wrapper can project in and
-    out; Mimi's widths all equal d_model, so only the ``transformer`` key level remains."""
+    """Kyutai's wrapper can project in and out of the transformer; Mimi's widths all equal
+    d_model, so only its ``transformer`` key level remains."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.transformer = Transformer(cfg)
 
     def forward(self, x: Tensor, state: TransformerState, active: Tensor | None = None) -> Tensor:
-        return self.transformer(x.transpose(1, 2), state, active).transpose(1, 2)
+        return self.transformer(x, state, active)
 
 
 class Downsample(nn.Module):
@@ -63,7 +67,8 @@ class Downsample(nn.Module):
 
     def __init__(self, dim: int, stride: int):
         super().__init__()
-        self.conv = CausalConv1d(dim, dim, 2 * stride, stride, bias=False, pad_mode="replicate")
+        self.conv = TimeMajorConv1d(dim, dim, 2 * stride, stride, bias=False,
+                                    pad_mode="replicate")
 
     def forward(self, x: Tensor, state: ConvState, active: Tensor | None = None) -> Tensor:
         return self.conv(x, state, active)
@@ -74,7 +79,8 @@ class Upsample(nn.Module):
 
     def __init__(self, dim: int, stride: int):
         super().__init__()
-        self.convtr = CausalConvTranspose1d(dim, dim, 2 * stride, stride, groups=dim, bias=False)
+        self.convtr = TimeMajorConvTranspose1d(dim, dim, 2 * stride, stride, groups=dim,
+                                               bias=False)
 
     def forward(self, x: Tensor, state: ConvTransposeState,
                 active: Tensor | None = None) -> Tensor:
@@ -149,11 +155,17 @@ class MimiModel(nn.Module):
     def encode_latent_step(self, pcm: Tensor, state: EncoderState,
                            active: Tensor | None = None) -> Tensor:
         """pcm [B, 1, k * frame_size] -> unquantized latent [B, D, k] at the frame rate."""
+        return self._encode_latent(pcm, state, active).transpose(1, 2)
+
+    def _encode_latent(self, pcm: Tensor, state: EncoderState,
+                       active: Tensor | None) -> Tensor:
+        """pcm [B, 1, N] -> latent [B, N / frame_size, D] (time-major)."""
         if pcm.shape[-1] == 0 or pcm.shape[-1] % self.frame_size:
             raise ValueError(f"streaming encode needs a positive multiple of {self.frame_size} "
                              f"samples, got {pcm.shape[-1]}; buffer whole frames first "
                              "(StreamingEncoder does)")
-        x = self.encoder(pcm.to(self._param().dtype), state.seanet, active)
+        x = pcm.to(self._param().dtype).reshape(pcm.shape[0], -1, 1)  # mono: [B, N, 1]
+        x = self.encoder(x, state.seanet, active)
         x = self.encoder_transformer(x, state.transformer, active)
         return self.downsample(x, state.downsample, active)
 
@@ -162,18 +174,17 @@ class MimiModel(nn.Module):
         """pcm [B, 1, k * frame_size] -> codes [B, K, k] (int64), one frame per 80 ms, no
         lookahead. Sessions where ``active`` [B] is False keep their state (their codes are
         meaningless)."""
-        latent = self.encode_latent_step(pcm, state, active)
-        return self.quantizer.encode(latent.transpose(1, 2), self._checked_codebooks(
-            num_codebooks))
+        n = self._checked_codebooks(num_codebooks)
+        return self.quantizer.encode(self._encode_latent(pcm, state, active), n)
 
     def decode_step(self, codes: Tensor, state: DecoderState,
                     active: Tensor | None = None) -> Tensor:
-        """codes [B, K, k] (any K in 1..max) -> pcm [B, 1, k * frame_size] (float32 unless the
-        model runs in another dtype)."""
-        x = self.decode_latent(codes)
+        """codes [B, K, k] (any K in 1..max) -> pcm [B, 1, k * frame_size], in the model's
+        dtype (float32 by default)."""
+        x = self.quantizer.decode(codes)
         x = self.upsample(x, state.upsample, active)
         x = self.decoder_transformer(x, state.transformer, active)
-        return self.decoder(x, state.seanet, active)
+        return self.decoder(x, state.seanet, active).view(codes.shape[0], 1, -1)
 
     # ---- batch ---------------------------------------------------------------------------
 
@@ -183,10 +194,14 @@ class MimiModel(nn.Module):
 
     def encode_to_latent(self, wav: Tensor) -> Tensor:
         """wav [B, 1, N] -> unquantized latent [B, D, ceil(N / frame_size)]."""
+        return self._batch_latent(wav).transpose(1, 2)
+
+    def _batch_latent(self, wav: Tensor) -> Tensor:
         wav = self._pad_to_frames(wav)
-        state = self.init_encoder_state(wav.shape[0], max_frames=self._chunk(wav.shape[-1]))
-        pieces = wav.split(self._chunk(wav.shape[-1]) * self.frame_size, dim=-1)
-        return torch.cat([self.encode_latent_step(p, state) for p in pieces], dim=-1)
+        chunk = self._chunk(wav.shape[-1])
+        state = self.init_encoder_state(wav.shape[0], max_frames=chunk)
+        pieces = wav.split(chunk * self.frame_size, dim=-1)
+        return torch.cat([self._encode_latent(p, state, None) for p in pieces], dim=1)
 
     def encode(self, wav: Tensor, num_codebooks: int | None = None) -> Tensor:
         """wav [B, 1, N] -> codes [B, K, ceil(N / frame_size)]; the end is zero-padded to a
@@ -194,8 +209,7 @@ class MimiModel(nn.Module):
         n = self._checked_codebooks(num_codebooks)
         if wav.shape[-1] == 0:
             return torch.zeros(wav.shape[0], n, 0, dtype=torch.long, device=wav.device)
-        latent = self.encode_to_latent(wav)
-        return self.quantizer.encode(latent.transpose(1, 2), n)
+        return self.quantizer.encode(self._batch_latent(wav), n)
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes [B, K, T] -> wav [B, 1, T * frame_size]. Not trimmed: callers that know the

@@ -1,9 +1,9 @@
 """SEANet: Mimi's convolutional encoder (24 kHz audio -> 25 Hz latent) and decoder (back).
 
-Every conv is causal and streams (services.core.conv), so one network serves both batch calls
-(state None: fresh left padding, transposed convs trimmed) and streaming calls (a state per
-conv carries the past). Layer indices follow the checkpoint (``encoder.model.N``): ELUs take a
-slot in the sequence, so the convs sit at 0, 3, 6, ... (spec §1.2).
+Tensors are time-major, [B, T, C] (see services.mimi.conv for why). Every conv is causal and
+streams, so one network serves batch calls (state None: fresh left padding) and streaming calls
+(a state per conv carries the past). Layer indices follow the checkpoint (``encoder.model.N``):
+ELUs take a slot in the sequence, so the convs sit at 0, 3, 6, ... (spec §1.2).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from services.core.conv import CausalConv1d, CausalConvTranspose1d, ConvState
+from services.core.conv import ConvState
 from services.core.streaming import StreamingState
+from services.mimi.conv import TimeMajorConv1d, TimeMajorConvTranspose1d, elu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,42 +60,36 @@ class SeanetConfig:
 
 @dataclasses.dataclass
 class SeanetState(StreamingState):
-    """One conv state per stateful layer, in network order (a residual block holds two)."""
+    """One conv state per stateful layer, in network order."""
 
     layers: list[StreamingState]
 
 
-@dataclasses.dataclass
-class ResidualState(StreamingState):
-    conv1: ConvState
-    conv2: ConvState
-
-
 class ResidualBlock(nn.Module):
     """y = x + Conv_1(ELU(Conv_k(ELU(x)))), the hidden width reduced by ``compress``.
-    ``block.1`` and ``block.3`` are the checkpoint's names of the two convs."""
+    ``block.1`` and ``block.3`` are the checkpoint's names of the two convs; the nn.ELU modules
+    only hold the checkpoint's indices (the faster ``elu`` computes the same function)."""
 
     def __init__(self, dim: int, kernel_size: int, dilation: int, compress: int):
         super().__init__()
         hidden = dim // compress
         self.block = nn.ModuleList([
             nn.ELU(),
-            CausalConv1d(dim, hidden, kernel_size, dilation=dilation),
+            TimeMajorConv1d(dim, hidden, kernel_size, dilation=dilation),
             nn.ELU(),
-            CausalConv1d(hidden, dim, 1),
+            TimeMajorConv1d(hidden, dim, 1),
         ])
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> ResidualState:
-        return ResidualState(self.block[1].init_state(batch_size, device, dtype),
-                             self.block[3].init_state(batch_size, device, dtype))
+                   dtype: torch.dtype | None = None) -> ConvState:
+        # Only the first conv has a past to carry; the second has kernel 1.
+        return self.block[1].init_state(batch_size, device, dtype)
 
-    def forward(self, x: Tensor, state: ResidualState | None = None,
+    def forward(self, x: Tensor, state: ConvState | None = None,
                 active: Tensor | None = None) -> Tensor:
-        elu, conv1, _, conv2 = self.block
-        y = conv1(elu(x), state and state.conv1, active)
-        y = conv2(elu(y), state and state.conv2, active)
-        return x + y
+        conv1, conv2 = self.block[1], self.block[3]
+        hidden = conv1(elu(x), state, active)
+        return conv2.pointwise_residual(elu(hidden, inplace=True), x)
 
 
 def _residual_blocks(cfg: SeanetConfig, dim: int) -> list[nn.Module]:
@@ -120,38 +115,39 @@ class _Seanet(nn.Module):
         states = iter(state.layers) if state is not None else None
         for layer in self.model:
             if isinstance(layer, nn.ELU):
-                x = layer(x)
+                # Every ELU follows a layer that made a fresh tensor: safe to overwrite.
+                x = elu(x, inplace=True)
             else:
                 x = layer(x, next(states) if states is not None else None, active)
         return x
 
 
 class SeanetEncoder(_Seanet):
-    """[B, channels, N] -> [B, dimension, N / hop_length]."""
+    """[B, N, channels] -> [B, N / hop_length, dimension]."""
 
     def __init__(self, cfg: SeanetConfig):
         super().__init__()
         width = cfg.n_filters
-        layers: list[nn.Module] = [CausalConv1d(cfg.channels, width, cfg.kernel_size)]
+        layers: list[nn.Module] = [TimeMajorConv1d(cfg.channels, width, cfg.kernel_size)]
         for ratio in reversed(cfg.ratios):
             layers += _residual_blocks(cfg, width)
             # Downsampling convs use kernel = 2 * stride (spec §1.2).
-            layers += [nn.ELU(), CausalConv1d(width, 2 * width, 2 * ratio, stride=ratio)]
+            layers += [nn.ELU(), TimeMajorConv1d(width, 2 * width, 2 * ratio, stride=ratio)]
             width *= 2
-        layers += [nn.ELU(), CausalConv1d(width, cfg.dimension, cfg.last_kernel_size)]
+        layers += [nn.ELU(), TimeMajorConv1d(width, cfg.dimension, cfg.last_kernel_size)]
         self.model = nn.ModuleList(layers)
 
 
 class SeanetDecoder(_Seanet):
-    """[B, dimension, T] -> [B, channels, T * hop_length]."""
+    """[B, T, dimension] -> [B, T * hop_length, channels]."""
 
     def __init__(self, cfg: SeanetConfig):
         super().__init__()
         width = cfg.n_filters * 2 ** len(cfg.ratios)
-        layers: list[nn.Module] = [CausalConv1d(cfg.dimension, width, cfg.kernel_size)]
+        layers: list[nn.Module] = [TimeMajorConv1d(cfg.dimension, width, cfg.kernel_size)]
         for ratio in cfg.ratios:
-            layers += [nn.ELU(), CausalConvTranspose1d(width, width // 2, 2 * ratio, ratio)]
+            layers += [nn.ELU(), TimeMajorConvTranspose1d(width, width // 2, 2 * ratio, ratio)]
             width //= 2
             layers += _residual_blocks(cfg, width)
-        layers += [nn.ELU(), CausalConv1d(width, cfg.channels, cfg.last_kernel_size)]
+        layers += [nn.ELU(), TimeMajorConv1d(width, cfg.channels, cfg.last_kernel_size)]
         self.model = nn.ModuleList(layers)
