@@ -1,0 +1,129 @@
+"""Token sampling, kept outside the models (spec §2.5).
+
+Per row: greedy (argmax) when the temperature is <= 0; otherwise softmax(logits / T), keep the
+top-k entries (all when top_k <= 0), and draw with the exponential race argmax(p / E),
+E ~ Exp(1) i.i.d. The race is computed in the log domain, argmax(logits / T - log E): the
+softmax normalisation does not change the argmax.
+
+Where the Exp(1) noise comes from is a parameter:
+- ``GeneratorNoise(torch.Generator)``: torch's RNG, for one-off use (one stream of draws).
+- ``HashedNoise(keys)``: counter-based noise, a pure function of (row key, vocabulary index)
+  computed with vectorised 32-bit integer hashing. A serving engine derives each row's key from
+  (session seed, session step, stream), so a session's draws do not depend on which other
+  sessions share the batch, nor on the batch order, and need no per-session RNG object or
+  Python loop over sessions. Noise is only computed for the top-k candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+_MASK32 = 0xFFFF_FFFF
+# Multipliers below 2**31: a 32-bit value times one of them fits in int64 without overflow.
+_MUL1, _MUL2 = 0x21F0_AAAD, 0x735A_2D97
+
+
+def hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer mixer (xorshift-multiply, "lowbias32" family) on int64 tensors holding
+    values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * _MUL1) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * _MUL2) & _MASK32
+    return x ^ (x >> 15)
+
+
+def combine(key: Tensor, value: Tensor | int) -> Tensor:
+    """Mixes ``value`` into a 32-bit ``key`` (int64 tensors, broadcasting)."""
+    return hash32(key ^ hash32(torch.as_tensor(value, device=key.device) & _MASK32))
+
+
+def session_keys(seeds: Tensor, steps: Tensor, stream: int) -> Tensor:
+    """Per-row noise keys [B] from each session's seed [B] (int64 >= 0), its own step
+    counter [B] and the stream number."""
+    key = combine(hash32(seeds & _MASK32), seeds >> 32)
+    return combine(combine(key, steps), stream)
+
+
+class HashedNoise:
+    """Exp(1) noise that is a pure function of (row key, vocabulary index). Built from each
+    row's (seed, step, stream); nothing is computed unless a row samples."""
+
+    def __init__(self, seeds: Tensor, steps: Tensor, stream: int):
+        self.seeds, self.steps, self.stream = seeds, steps, stream
+
+    def __call__(self, indices: Tensor) -> Tensor:
+        keys = session_keys(self.seeds, self.steps, self.stream)
+        bits = combine(keys[:, None], indices) >> 8  # 24 uniform bits
+        uniform = (bits.float() + 0.5) * (1.0 / (1 << 24))  # in (0, 1), never 0 or 1
+        return -torch.log(uniform)
+
+
+class GeneratorNoise:
+    """Exp(1) noise drawn from a ``torch.Generator`` (None: torch's global RNG)."""
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.generator = generator
+
+    def __call__(self, indices: Tensor) -> Tensor:
+        noise = torch.empty(indices.shape, dtype=torch.float32, device=indices.device)
+        return noise.exponential_(generator=self.generator)
+
+
+@dataclasses.dataclass
+class SamplingParams:
+    """Per-row settings for one kind of stream. The host-side summaries (``any_random``,
+    ``any_top_k``, ``max_top_k``) are refreshed by ``set``, so sampling needs no
+    device-to-host sync."""
+
+    temperature: Tensor  # [B] float32; <= 0: greedy
+    top_k: Tensor  # [B] int64; <= 0: whole vocabulary
+    any_random: bool = False  # some row samples
+    any_top_k: bool = False  # some sampling row has a top-k
+    max_top_k: int = 0  # largest top-k of the sampling rows; 0 if one of them has none
+
+    @classmethod
+    def create(cls, batch_size: int, temperature: float = 0.0, top_k: int = 0,
+               device: torch.device | str = "cpu") -> SamplingParams:
+        params = cls(torch.zeros(batch_size, device=device),
+                     torch.zeros(batch_size, dtype=torch.long, device=device))
+        params.set(None, temperature, top_k)
+        return params
+
+    def set(self, rows: Tensor | None, temperature: float | Tensor, top_k: int | Tensor) -> None:
+        """Sets the rows selected by the boolean mask ``rows`` [B] (all when None)."""
+        rows = slice(None) if rows is None else rows
+        self.temperature[rows] = torch.as_tensor(temperature, dtype=torch.float32,
+                                                 device=self.temperature.device)
+        self.top_k[rows] = torch.as_tensor(top_k, dtype=torch.long, device=self.top_k.device)
+        k = self.top_k[self.temperature > 0].tolist()
+        self.any_random = bool(k)
+        self.any_top_k = any(v > 0 for v in k)
+        self.max_top_k = 0 if any(v <= 0 for v in k) else max(k, default=0)
+
+
+def sample(logits: Tensor, params: SamplingParams, noise: HashedNoise | GeneratorNoise
+           ) -> Tensor:
+    """logits [B, V] -> tokens [B] (int64)."""
+    logits = logits.float()
+    greedy = logits.argmax(dim=-1)
+    if not params.any_random:
+        return greedy
+    vocab = logits.shape[-1]
+    temperature = torch.where(params.temperature > 0, params.temperature, 1.0)
+    values = logits / temperature[:, None]
+    if params.any_top_k:
+        candidates = min(params.max_top_k or vocab, vocab)
+        values, indices = values.topk(candidates, dim=-1)
+        # Rows with a smaller k (or none: the whole vocabulary) drop the extra candidates.
+        row_k = torch.where(params.top_k > 0, params.top_k, vocab)
+        rank = torch.arange(candidates, device=logits.device)
+        values = values.masked_fill(rank >= row_k[:, None], -torch.inf)
+    else:
+        indices = torch.arange(vocab, device=logits.device).expand_as(values)
+    race = values - torch.log(noise(indices))
+    sampled = indices.gather(-1, race.argmax(dim=-1, keepdim=True))[:, 0]
+    return torch.where(params.temperature > 0, sampled, greedy)

@@ -1,0 +1,88 @@
+"""Loading a Moshi-family LM: config.json (or the Moshi 7B preset when a repository has none)
+and model.safetensors, strict and key for key, from a local folder or a Hugging Face repo.
+
+The model is built on the meta device and adopts the loaded tensors, so a checkpoint costs
+about its own size in memory (plus the transient fused embedding table, a few % of it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from services.core.checkpoint import (
+    CheckpointError,
+    build_on_meta,
+    load_into,
+    load_state_dict,
+    read_json,
+    resolve_file,
+)
+from services.moshi_lm.config import LMConfig, preset
+from services.moshi_lm.model import LMModel
+from services.moshi_lm.quantize import QUANTIZE_MODES, quantize_int8
+
+CONFIG_NAME = "config.json"
+DEFAULT_PRESET = "moshi_7b"  # repositories without config.json (moshiko, moshika)
+
+
+def load_config(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = None
+                ) -> LMConfig:
+    """The checkpoint's config.json, or the ``moshi_7b`` preset when it has none.
+    ``checkpoint`` is a folder, or a weights file whose folder may hold config.json."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        folder = path if path.is_dir() else path.parent
+        if not path.exists():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        config_path = folder / CONFIG_NAME
+        return LMConfig.from_dict(read_json(config_path)) if config_path.exists() \
+            else preset(DEFAULT_PRESET)
+    if hf_repo is None:
+        raise ValueError("give a local checkpoint or a Hugging Face repository")
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return LMConfig.from_dict(read_json(resolve_file(CONFIG_NAME, hf_repo=hf_repo)))
+    except EntryNotFoundError:
+        return preset(DEFAULT_PRESET)
+
+
+def load_lm(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = None, *,
+            config: LMConfig | None = None, dtype: torch.dtype = torch.float32,
+            device: torch.device | str = "cpu", quantize: str | None = None) -> LMModel:
+    """An inference-ready LM in compute dtype ``dtype`` whatever the stored dtype.
+    ``quantize="int8"``: int8 weights for the temporal transformer and text head (bf16
+    activations), the fast CPU path; see ``quantize.py``."""
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantize mode {quantize!r}; known: {QUANTIZE_MODES}")
+    config = config or load_config(checkpoint, hf_repo)
+    weights = _weights_path(config, checkpoint, hf_repo)
+    model = build_on_meta(lambda: LMModel(config))
+    state = load_state_dict(weights, dtype=dtype, device=device)
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{weights}: tensor {key} has dtype {tensor.dtype}, "
+                                  "expected floating point")
+    load_into(model, state, source=str(weights))
+    del state  # the model holds the tensors now; fusing may then free the per-stream copies
+    return prepare_for_inference(model, quantize)
+
+
+def prepare_for_inference(model: LMModel, quantize: str | None = None) -> LMModel:
+    model.eval().requires_grad_(False)
+    model.fuse_weights()
+    if quantize == "int8":
+        dtype = torch.bfloat16
+        quantize_int8(model.transformer, dtype)
+        quantize_int8(model.text_linear, dtype)
+    return model
+
+
+def _weights_path(config: LMConfig, checkpoint: str | os.PathLike | None,
+                  hf_repo: str | None) -> Path:
+    if checkpoint is not None and Path(checkpoint).is_file():
+        return Path(checkpoint)
+    return resolve_file(config.moshi_name, checkpoint, hf_repo)

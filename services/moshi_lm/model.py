@@ -1,0 +1,191 @@
+"""The Moshi LM: a temporal transformer over 12.5 Hz frames of token streams (text + audio
+codebooks) and a depth transformer ("depformer") that produces one frame's audio codebooks one
+after the other. Parameter names match Kyutai's checkpoints key for key (spec §2.7).
+
+The model is stateless: the streaming loop (``generate.py``) owns the caches and the delays,
+and calls ``embed`` -> ``temporal`` -> heads -> ``depth_step``. ``forward`` runs the same pieces
+over a whole teacher-forced sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from services.core.constants import ZERO_TOKEN
+from services.core.transformer import RMSNorm, Transformer, TransformerState
+from services.moshi_lm.config import LMConfig
+
+# Config keys that need modules this class does not build (the TTS model adds them).
+_TTS_ONLY_KEYS = ("demux_second_stream", "cross_attention", "conditioners", "fuser")
+
+
+class TokenEmbedding(nn.Embedding):
+    """Embedding where the id -1 (``ZERO_TOKEN``, "no input") gives an exact zero vector."""
+
+    def forward(self, ids: Tensor) -> Tensor:
+        out = F.embedding(ids.clamp(min=0), self.weight)
+        return out.masked_fill((ids == ZERO_TOKEN).unsqueeze(-1), 0.0)
+
+
+@dataclasses.dataclass
+class TemporalOutput:
+    hidden: Tensor  # [B, T, dim] after out_norm: input of the text head and the depformer
+    text_logits: Tensor  # [B, T, text_vocab] float32
+    extra_probs: Tensor | None  # [B, T, heads, extra_heads_dim] float32, or None
+
+
+class LMModel(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        cfg.validate()
+        unsupported = [k for k in _TTS_ONLY_KEYS if cfg.extra.get(k)]
+        if cfg.depformer_low_rank_embeddings:
+            unsupported.append("depformer_low_rank_embeddings")
+        if unsupported:
+            raise ValueError(f"LMModel does not build {unsupported} (TTS checkpoints need the "
+                             "TTS model)")
+        self.cfg = cfg
+        self.text_emb = TokenEmbedding(cfg.text_card + 1, cfg.dim)
+        self.emb = nn.ModuleList(TokenEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q))
+        self.transformer = Transformer(cfg.transformer)
+        self.out_norm = RMSNorm(cfg.dim)
+        self.text_linear = nn.Linear(cfg.dim, cfg.text_vocab, bias=False)
+        self.extra_heads = nn.ModuleList(
+            nn.Linear(cfg.dim, cfg.extra_heads_dim, bias=False)
+            for _ in range(cfg.extra_heads_num_heads))
+        if cfg.dep_q:
+            num_in = cfg.dep_q if cfg.depformer_multi_linear else 1
+            dcfg = cfg.depformer
+            self.depformer_in = nn.ModuleList(
+                nn.Linear(cfg.dim, dcfg.d_model, bias=False) for _ in range(num_in))
+            self.depformer_text_emb = TokenEmbedding(cfg.text_card + 1, dcfg.d_model)
+            # The last codebook is never an input: dep_q - 1 tables.
+            self.depformer_emb = nn.ModuleList(
+                TokenEmbedding(cfg.card + 1, dcfg.d_model) for _ in range(cfg.dep_q - 1))
+            self.depformer = Transformer(dcfg)
+            self.linears = nn.ModuleList(
+                nn.Linear(dcfg.d_model, cfg.card, bias=False) for _ in range(cfg.dep_q))
+
+    # ---- fused weights ----------------------------------------------------------------------
+    # The n_q audio tables (and the dep_q depformer input projections) are looked up (applied)
+    # together at every step. After loading, each is re-pointed at a row block of one
+    # contiguous tensor, so one kernel serves all streams while the parameters keep their
+    # checkpoint names and no weight is stored twice.
+
+    def fuse_weights(self) -> None:
+        """(Re)builds the fused tables; idempotent. Called by the loader, and by ``embed`` if a
+        later ``.to()`` / ``load_state_dict`` broke the sharing."""
+        self._audio_table = _fuse(self.emb)
+        if self.cfg.dep_q:
+            self._depformer_in_weight = _fuse(self.depformer_in)
+
+    def _fused(self) -> bool:
+        table = getattr(self, "_audio_table", None)
+        return (table is not None and table.device == self.emb[0].weight.device
+                and table.dtype == self.emb[0].weight.dtype
+                and self.emb[0].weight.data_ptr() == table.data_ptr()
+                and self.emb[-1].weight.data_ptr() == table[-self.cfg.card - 1:].data_ptr())
+
+    # ---- temporal transformer -------------------------------------------------------------
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """tokens [B, T, 1 + n_q] (text first) -> summed input embeddings [B, T, dim].
+
+        Subclasses add their own terms (a demuxed text embedding, summed conditions) by
+        overriding ``embed_text`` or adding to this sum.
+        """
+        return self.embed_text(tokens[..., 0]) + self.embed_audio(tokens[..., 1:])
+
+    def embed_text(self, text: Tensor) -> Tensor:
+        return self.text_emb(text)
+
+    def embed_audio(self, audio: Tensor) -> Tensor:
+        """audio [..., n_q] -> sum of the n_q codebook embeddings (one lookup in the fused
+        table). The sum runs codebook by codebook, in order, in the compute dtype: in bf16 the
+        rounding of every partial sum is part of the reference's result."""
+        if not self._fused():
+            self.fuse_weights()
+        rows = self.cfg.card + 1
+        offsets = torch.arange(0, self.cfg.n_q * rows, rows, device=audio.device)
+        vectors = F.embedding(audio.clamp(min=0) + offsets, self._audio_table)
+        vectors = vectors.masked_fill((audio == ZERO_TOKEN).unsqueeze(-1), 0.0)
+        out = vectors[..., 0, :]
+        for k in range(1, self.cfg.n_q):
+            out = out + vectors[..., k, :]
+        return out
+
+    def temporal(self, x: Tensor, state: TransformerState | None = None,
+                 active: Tensor | None = None) -> TemporalOutput:
+        """Summed embeddings [B, T, dim] -> hidden state, text logits and extra-head probs."""
+        out = self.transformer(x, state, active)
+        extra = None
+        if len(self.extra_heads):
+            # The VAD heads read the transformer output before out_norm (golden README §A).
+            extra = torch.stack([F.softmax(h(out).float(), dim=-1) for h in self.extra_heads],
+                                dim=-2)
+        hidden = self.out_norm(out)
+        return TemporalOutput(hidden, self.text_linear(hidden).float(), extra)
+
+    # ---- depth transformer ----------------------------------------------------------------
+
+    def depformer_inputs(self, hidden: Tensor) -> Tensor:
+        """hidden [..., dim] -> the per-codebook projections [..., dep_q, depformer_dim]."""
+        if not self._fused():
+            self.fuse_weights()
+        proj = F.linear(hidden, self._depformer_in_weight)
+        proj = proj.unflatten(-1, (-1, self.cfg.depformer_dim))
+        return proj.expand(*proj.shape[:-2], self.cfg.dep_q, -1)
+
+    def init_depformer_state(self, batch_size: int, device: torch.device | str | None = None,
+                             dtype: torch.dtype | None = None) -> TransformerState:
+        """Scratch state for one frame of depformer steps (``depth_step`` resets it at k=0)."""
+        return self.depformer.init_state(batch_size, device, dtype, capacity=self.cfg.dep_q)
+
+    def depth_step(self, k: int, projected: Tensor, previous: Tensor,
+                   state: TransformerState) -> Tensor:
+        """Depformer step k of a frame: projected [B, depformer_dim] (``depformer_inputs``
+        row k), previous [B] the token before it (the text token at k = 0, else audio
+        codebook k-1) -> logits [B, card] of audio codebook k (float32)."""
+        if k == 0:
+            # A fresh depformer context for every frame: rewind positions, no reallocation.
+            state.positions.fill_(-1)
+            state.offset.zero_()
+            x = projected + self.depformer_text_emb(previous)
+        else:
+            x = projected + self.depformer_emb[k - 1](previous)
+        out = self.depformer(x[:, None], state, weight_index=self.cfg.depformer_weight_index[k])
+        return self.linears[k](out[:, 0]).float()
+
+    # ---- whole sequences --------------------------------------------------------------------
+
+    def forward(self, tokens: Tensor, generated: Tensor | None = None
+                ) -> tuple[TemporalOutput, Tensor | None]:
+        """Teacher-forced pass. tokens [B, T, 1 + n_q]: the (delayed) input of each step;
+        generated [B, T, 1 + dep_q]: the text and audio tokens chosen at each step, fed to the
+        depformer. Returns the temporal outputs and audio logits [B, T, dep_q, card]."""
+        temporal = self.temporal(self.embed(tokens))
+        if generated is None or not self.cfg.dep_q:
+            return temporal, None
+        batch, steps, _ = temporal.hidden.shape
+        projected = self.depformer_inputs(temporal.hidden).flatten(0, 1)
+        flat = generated.flatten(0, 1)
+        state = self.init_depformer_state(batch * steps, device=tokens.device,
+                                          dtype=projected.dtype)
+        logits = [self.depth_step(k, projected[:, k], flat[:, k], state)
+                  for k in range(self.cfg.dep_q)]
+        return temporal, torch.stack(logits, dim=1).view(batch, steps, self.cfg.dep_q, -1)
+
+
+def _fuse(modules: nn.ModuleList) -> Tensor:
+    """Concatenates the modules' weights along dim 0 and re-points each weight at its block."""
+    table = torch.cat([m.weight.detach() for m in modules])
+    start = 0
+    for m in modules:
+        rows = m.weight.shape[0]
+        m.weight = nn.Parameter(table[start:start + rows], requires_grad=m.weight.requires_grad)
+        start += rows
+    return table

@@ -1,0 +1,45 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from services.moshi_lm.config import LMConfig
+from services.moshi_lm.loader import load_lm
+from services.moshi_lm.model import LMModel
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def fixture_config(name: str) -> LMConfig:
+    return LMConfig.from_dict(json.loads((FIXTURES / f"{name}.json").read_text()))
+
+
+def load_fixture(name: str, dtype: torch.dtype = torch.float32) -> LMModel:
+    """A golden checkpoint through the real loader (its config comes from the sidecar)."""
+    return load_lm(FIXTURES / f"{name}.safetensors", config=fixture_config(name), dtype=dtype)
+
+
+def load_golden(name: str) -> dict[str, torch.Tensor]:
+    with np.load(FIXTURES / f"{name}.npz") as data:
+        return {k: torch.from_numpy(data[k]) for k in data.files if k != "meta"}
+
+
+@pytest.fixture(scope="session")
+def dev_model() -> LMModel:
+    return load_fixture("lm_dev")
+
+
+@pytest.fixture(scope="session")
+def stt_model() -> LMModel:
+    return load_fixture("lm_dev_stt")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread, above all on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
