@@ -17,6 +17,7 @@ Where the Exp(1) noise comes from is a parameter:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -49,15 +50,14 @@ def session_keys(seeds: Tensor, steps: Tensor, stream: int) -> Tensor:
 
 
 class HashedNoise:
-    """Exp(1) noise that is a pure function of (row key, vocabulary index). Built from each
-    row's (seed, step, stream); nothing is computed unless a row samples."""
+    """Exp(1) noise that is a pure function of (row key, vocabulary index); see
+    ``session_keys`` for the keys of a serving engine."""
 
-    def __init__(self, seeds: Tensor, steps: Tensor, stream: int):
-        self.seeds, self.steps, self.stream = seeds, steps, stream
+    def __init__(self, keys: Tensor):
+        self.keys = keys  # [B] int64 in [0, 2**32)
 
     def __call__(self, indices: Tensor) -> Tensor:
-        keys = session_keys(self.seeds, self.steps, self.stream)
-        bits = combine(keys[:, None], indices) >> 8  # 24 uniform bits
+        bits = combine(self.keys[:, None], indices) >> 8  # 24 uniform bits
         uniform = (bits.float() + 0.5) * (1.0 / (1 << 24))  # in (0, 1), never 0 or 1
         return -torch.log(uniform)
 
@@ -105,9 +105,11 @@ class SamplingParams:
         self.max_top_k = 0 if any(v <= 0 for v in k) else max(k, default=0)
 
 
-def sample(logits: Tensor, params: SamplingParams, noise: HashedNoise | GeneratorNoise
+def sample(logits: Tensor, params: SamplingParams,
+           noise: HashedNoise | GeneratorNoise | Callable[[], HashedNoise | GeneratorNoise]
            ) -> Tensor:
-    """logits [B, V] -> tokens [B] (int64)."""
+    """logits [B, V] -> tokens [B] (int64). ``noise`` may be a factory, called only when some
+    row samples (building hashed keys costs a few kernels per stream)."""
     logits = logits.float()
     greedy = logits.argmax(dim=-1)
     if not params.any_random:
@@ -124,6 +126,8 @@ def sample(logits: Tensor, params: SamplingParams, noise: HashedNoise | Generato
         values = values.masked_fill(rank >= row_k[:, None], -torch.inf)
     else:
         indices = torch.arange(vocab, device=logits.device).expand_as(values)
+    if not isinstance(noise, (HashedNoise, GeneratorNoise)):
+        noise = noise()
     race = values - torch.log(noise(indices))
     sampled = indices.gather(-1, race.argmax(dim=-1, keepdim=True))[:, 0]
     return torch.where(params.temperature > 0, sampled, greedy)

@@ -24,13 +24,14 @@ tokens do not depend on the other sessions in the batch (see ``services.core.sam
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from services.core.constants import UNGENERATED_TOKEN
-from services.core.sampling import HashedNoise, SamplingParams, sample
+from services.core.sampling import HashedNoise, SamplingParams, sample, session_keys
 from services.core.streaming import StreamingState
 from services.core.transformer import TransformerState
 from services.moshi_lm.model import LMModel, TemporalOutput
@@ -181,8 +182,8 @@ class LMGenerator:
         that take part (the others are left untouched)."""
         ctx = self.begin(state, user_codes, forced, active)
         sess = state.settings
-        noise = HashedNoise(sess.seed, ctx.offset, 0)
-        text = sample(ctx.temporal.text_logits[:, 0], sess.text, noise)
+        text = sample(ctx.temporal.text_logits[:, 0], sess.text,
+                      partial(_noise, sess.seed, ctx.offset, 0))
         return self.finish(state, ctx, text, return_logits=return_logits)
 
     @torch.inference_mode()
@@ -245,8 +246,7 @@ class LMGenerator:
         previous, tokens, all_logits = text, [], []
         for k in range(cfg.dep_q):
             logits = self.model.depth_step(k, projected[:, k], previous, state.depformer)
-            noise = HashedNoise(sess.seed, ctx.offset, 1 + k)
-            token = sample(logits, sess.audio, noise)
+            token = sample(logits, sess.audio, partial(_noise, sess.seed, ctx.offset, 1 + k))
             previous = torch.where(known[:, k] == UNGENERATED_TOKEN, token, known[:, k])
             tokens.append(previous)
             all_logits.append(logits)
@@ -284,6 +284,11 @@ class LMGenerator:
         if where is not None:
             values = torch.where(where, values, rows.gather(2, slots)[..., 0])
         rows.scatter_(2, slots, values[..., None])
+
+
+def _noise(seeds: Tensor, steps: Tensor, stream: int) -> HashedNoise:
+    """A session's noise for one stream at its own step: batch-independent draws."""
+    return HashedNoise(session_keys(seeds, steps, stream))
 
 
 def _column(active: Tensor | None) -> Tensor | None:
