@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
+import grpc
 import pytest
 import torch
 
+from cli.serve import ModelOptions, load_lm_model, load_mimi_model
 from services.core.grpc_server import ServerOptions, create_channel, create_server
-from services.mimi import build_random_mimi
+from services.moshi_lm.generate import LMGenerator
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,20 +26,37 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_mimi():
-    return build_random_mimi("tiny", seed=0)
+    """The built-in tiny random Mimi, the one `serve` builds without a checkpoint."""
+    return load_mimi_model(ModelOptions())
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """A generator over the built-in tiny random LM (Moshi layout: 8 + 8 codebooks, delays
+    0/1), the one `serve` builds without a checkpoint."""
+    model, _, _ = load_lm_model(ModelOptions())
+    return LMGenerator(model)
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    channel: grpc.Channel
+    address: str
 
 
 @pytest.fixture
 def start_server():
-    """start_server(services, **options) -> channel to a started server; all torn down after."""
+    """start_server(services, **options) -> Running(channel, address) of a started server;
+    servers, services and channels are torn down after the test."""
     with contextlib.ExitStack() as stack:
 
         def start(services, **options):
             server, port = create_server(services, "127.0.0.1:0", ServerOptions(**options))
             stack.callback(lambda: [s.close() for s in services])
             stack.callback(lambda: server.stop(None))
-            channel = create_channel(f"127.0.0.1:{port}")
+            address = f"127.0.0.1:{port}"
+            channel = create_channel(address)
             stack.callback(channel.close)
-            return channel
+            return Running(channel, address)
 
         yield start

@@ -14,7 +14,8 @@ FRAME = 1920
 
 @pytest.fixture
 def mimi_channel(start_server, tiny_mimi):
-    return start_server([MimiService.create(tiny_mimi, max_sessions=4, idle_timeout=10)])
+    service = MimiService.create(tiny_mimi, max_sessions=4, idle_timeout=10)
+    return start_server([service]).channel
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ class OpenStream:
 @pytest.fixture
 def one_slot(start_server, tiny_mimi):
     service = MimiService.create(tiny_mimi, max_sessions=1, idle_timeout=10)
-    channel = start_server([service], auth_token=None)
+    channel = start_server([service], auth_token=None).channel
     return service, channel
 
 
@@ -99,7 +99,8 @@ def test_deadline_frees_the_slot(one_slot):
 
 
 def test_bearer_token(start_server, tiny_mimi):
-    channel = start_server([MimiService.create(tiny_mimi, max_sessions=1)], auth_token="s3cret")
+    service = MimiService.create(tiny_mimi, max_sessions=1)
+    channel = start_server([service], auth_token="s3cret").channel
     stub = mimi_pb2_grpc.MimiStub(channel)
     for metadata, message in [(None, "missing bearer token"),
                               ((("authorization", "Bearer nope"),), "wrong bearer token")]:
