@@ -1,0 +1,75 @@
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cli.dialogue import dialogue
+from services.core.grpc_server import create_channel
+from services.dialogue.service import DialogueService
+from services.mimi.service import MimiService
+from services.moshi_lm.service import MoshiLMService
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def question(tmp_path) -> Path:
+    """0.5 s of stereo noise at 16 kHz: the client resamples and mixes down."""
+    path = tmp_path / "question.wav"
+    rng = np.random.default_rng(0)
+    soundfile.write(path, 0.1 * rng.standard_normal((8000, 2)), 16_000)
+    return path
+
+
+def run_dialogue(args) -> str:
+    result = CliRunner().invoke(dialogue, [*map(str, args), "--seed", "3", "--fast"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_dialogue_in_process_and_over_a_server_agree(question, tmp_path, start_server,
+                                                     tiny_mimi, tiny_lm):
+    run_dialogue([question, "-o", tmp_path / "local.wav"])
+    mimi = MimiService.create(tiny_mimi, max_sessions=2)
+    lm = MoshiLMService.create(tiny_lm, "tiny", max_sessions=1)
+    address = start_server([mimi, lm, DialogueService(mimi, lm)]).address
+    output = run_dialogue([question, "-o", tmp_path / "remote.wav", "--server", address])
+    assert "frame round trip p50" in output
+    local, rate = soundfile.read(tmp_path / "local.wav")
+    remote, _ = soundfile.read(tmp_path / "remote.wav")
+    assert rate == 24_000 and len(local) == 6 * 1920  # 7 frames in, 1 of delay
+    np.testing.assert_array_equal(remote, local)
+    assert (tmp_path / "remote.txt").exists()
+
+
+def test_serve_warms_up_serves_and_stops_on_sigterm():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0",
+         "--threads", "1", "--services", "mimi,lm"],
+        cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in process.stderr:
+            if match := re.search(r"listening on [\d.]+:(\d+)", line):
+                port = match[1]
+            if line.startswith("serving"):
+                break
+        health = health_pb2_grpc.HealthStub(create_channel(f"127.0.0.1:{port}"))
+        for name in ["", "services.mimi.Mimi", "services.moshi_lm.MoshiLM"]:
+            status = health.Check(health_pb2.HealthCheckRequest(service=name)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert "shutting down" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
