@@ -14,9 +14,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cli import mimi
+    from cli import dialogue, mimi, serve
 
     main.add_command(mimi.mimi)
+    main.add_command(serve.serve)
+    main.add_command(dialogue.dialogue)
 
 
 _register()
