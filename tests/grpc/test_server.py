@@ -1,5 +1,6 @@
 import queue
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -11,6 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE
+from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.service import MimiService
 
@@ -117,3 +119,21 @@ def test_bearer_token(start_server, tiny_mimi):
     assert np.array(stream.frame().frame.codes).shape == (8,)
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_tls(tiny_mimi):
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    cert = (fixtures / "tls_localhost.crt").read_bytes()  # self-signed, for tests only
+    key = (fixtures / "tls_localhost.key").read_bytes()
+    service = MimiService.create(tiny_mimi, max_sessions=1)
+    server, port = create_server([service], "127.0.0.1:0",
+                                 ServerOptions(tls_cert_chain=cert, tls_private_key=key))
+    try:
+        with create_channel(f"localhost:{port}", root_certificates=cert) as channel:
+            info = mimi_pb2_grpc.MimiStub(channel).GetInfo(mimi_pb2.GetInfoRequest())
+            assert info.frame_size == 1920
+        with create_channel(f"localhost:{port}") as plain, pytest.raises(grpc.RpcError):
+            mimi_pb2_grpc.MimiStub(plain).GetInfo(mimi_pb2.GetInfoRequest(), timeout=2)
+    finally:
+        server.stop(None)
+        service.close()
