@@ -19,7 +19,7 @@ The batch is folded into the GEMM rows: the padded inputs of all sessions are on
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from services.core.conv import CausalConv1d, CausalConvTranspose1d, ConvState, ConvTransposeState
 from services.core.streaming import masked_update
@@ -35,23 +35,29 @@ def elu(x: Tensor, inplace: bool = False) -> Tensor:
     return torch.maximum(x, y, out=x if inplace else y)
 
 
-class _PackedWeight:
-    """A derived copy of a weight, rebuilt when the weight is replaced or edited (loading
-    with ``assign`` swaps the tensor; in-place edits bump its version counter)."""
+class _TimeMajorWeight:
+    """Keeps a conv weight in the checkpoint's shape but with the memory layout the GEMMs
+    read: ``weight.permute(perm)`` is contiguous, so the matrices are free views (no packed
+    copy to keep in sync, no second copy of the weights). The layout is set at construction
+    and again after every ``load_state_dict`` (which may swap in contiguous tensors); if it is
+    lost anyway, ``matrix`` still works, from a per-call copy."""
 
-    def __init__(self, pack):
-        self.pack = pack
-        self.key: tuple | None = None
-        self.value: Tensor | None = None
+    def __init__(self, module: nn.Module, weight: nn.Parameter, perm: tuple[int, ...]):
+        self.perm = perm
+        self.relayout(weight)
+        module.register_load_state_dict_post_hook(lambda m, _: self.relayout(weight_of(m)))
 
-    def get(self, weight: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            return self.pack(weight)  # differentiable, and never a cached inference tensor
-        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype, weight.shape)
-        if key != self.key:
-            self.value = self.pack(weight).contiguous()
-            self.key = key
-        return self.value
+    def relayout(self, weight: Tensor) -> None:
+        with torch.no_grad():
+            weight.data = weight.data.permute(self.perm).contiguous().permute(self.perm)
+
+    def matrix(self, weight: Tensor) -> Tensor:
+        packed = weight.permute(self.perm)
+        return packed if packed.is_contiguous() else packed.contiguous()
+
+
+def weight_of(module: nn.Module) -> Tensor:
+    return module.inner.weight
 
 
 class TimeMajorConv1d(CausalConv1d):
@@ -68,12 +74,15 @@ class TimeMajorConv1d(CausalConv1d):
         if self.stride > 1 and (dilation != 1 or kernel % self.stride):
             raise ValueError(f"strided time-major conv needs dilation 1 and a kernel multiple "
                              f"of the stride, got kernel {kernel} stride {self.stride}")
-        # Taps grouped by block: [n_blocks, s * C_in, C_out], row r * C_in + c of block m
-        # holding tap m * s + r of channel c.
         self.taps = kernel // self.stride if self.stride > 1 else kernel
         self.tap_offset = 1 if self.stride > 1 else dilation  # in blocks
-        self._packed = _PackedWeight(lambda w: w.permute(2, 1, 0).reshape(
-            self.taps, -1, w.shape[0]))
+        self._weight = _TimeMajorWeight(self, conv.weight, (2, 1, 0))
+
+    def matrices(self) -> Tensor:
+        """Taps grouped by block: [n_blocks, s * C_in, C_out], row r * C_in + c of block m
+        holding tap m * s + r of channel c."""
+        weight = self.inner.weight
+        return self._weight.matrix(weight).view(self.taps, -1, weight.shape[0])
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> ConvState:
@@ -107,7 +116,7 @@ class TimeMajorConv1d(CausalConv1d):
     def _conv(self, x: Tensor) -> Tensor:
         """Valid (unpadded) conv of x [B, L, C_in] -> [B, (L - pad) / s, C_out]."""
         batch = x.shape[0]
-        weight = self._packed.get(self.inner.weight)
+        weight = self.matrices()
         rows = x.reshape(-1, weight.shape[1])  # [B * R, s * C_in]: blocks of s steps
         per_session = rows.shape[0] // batch
         reach = (self.taps - 1) * self.tap_offset  # extra rows each output row reads
@@ -134,7 +143,7 @@ class TimeMajorConv1d(CausalConv1d):
 
     def pointwise_residual(self, x: Tensor, residual: Tensor) -> Tensor:
         """residual + conv(x) for a kernel-1 conv (no state), the sum folded into the GEMM."""
-        weight = self._packed.get(self.inner.weight)[0]
+        weight = self.matrices()[0]
         out = torch.addmm(residual.reshape(-1, weight.shape[1]), x.reshape(-1, x.shape[2]),
                           weight)
         if self.inner.bias is not None:
@@ -156,10 +165,9 @@ class TimeMajorConvTranspose1d(CausalConvTranspose1d):
         self.depthwise = convtr.groups > 1
         if self.depthwise and not convtr.groups == convtr.in_channels == convtr.out_channels:
             raise ValueError("time-major transposed convs support groups 1 or depthwise only")
-        # [C_in, K * C_out] (column j * C_out + o = tap j of output o), or [K, C] depthwise.
-        self._packed = _PackedWeight(
-            (lambda w: w[:, 0].t()) if self.depthwise
-            else (lambda w: w.permute(0, 2, 1).reshape(w.shape[0], -1)))
+        # [C_in, K, C_out], or [K, 1, C] when depthwise.
+        self._weight = _TimeMajorWeight(self, convtr.weight,
+                                        (2, 1, 0) if self.depthwise else (0, 2, 1))
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> ConvTransposeState:
@@ -171,11 +179,12 @@ class TimeMajorConvTranspose1d(CausalConvTranspose1d):
     def forward(self, x: Tensor, state: ConvTransposeState | None = None,
                 active: Tensor | None = None) -> Tensor:
         batch, steps, _ = x.shape
-        weight = self._packed.get(self.inner.weight)
+        weight = self._weight.matrix(self.inner.weight)
         if self.depthwise:
-            blocks = (x[:, :, None, :] * weight).view(batch, steps, 2, -1)
+            blocks = (x[:, :, None, :] * weight[:, 0]).view(batch, steps, 2, -1)
         else:
-            blocks = (x.reshape(-1, x.shape[2]) @ weight).view(batch, steps, 2, -1)
+            blocks = (x.reshape(-1, x.shape[2]) @ weight.view(weight.shape[0], -1))
+            blocks = blocks.view(batch, steps, 2, -1)
         out = blocks[:, :, 0].clone() if self.inner.bias is None else \
             blocks[:, :, 0] + self.inner.bias.repeat(self.stride)
         out[:, 1:] += blocks[:, :-1, 1]

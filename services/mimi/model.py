@@ -100,7 +100,7 @@ class MimiModel(nn.Module):
         self.downsample = Downsample(cfg.dimension, cfg.downsample_stride)
         self.upsample = Upsample(cfg.dimension, cfg.downsample_stride)
         self.quantizer = SplitResidualVectorQuantizer(cfg.quantizer)
-        self.num_codebooks = self._checked_codebooks(num_codebooks)
+        self.num_codebooks = self.resolve_num_codebooks(num_codebooks)
 
     @property
     def frame_size(self) -> int:
@@ -112,9 +112,10 @@ class MimiModel(nn.Module):
 
     def set_num_codebooks(self, n: int) -> None:
         """Codebooks ``encode`` returns unless a call says otherwise (all stay loaded)."""
-        self.num_codebooks = self._checked_codebooks(n)
+        self.num_codebooks = self.resolve_num_codebooks(n)
 
-    def _checked_codebooks(self, n: int | None) -> int:
+    def resolve_num_codebooks(self, n: int | None) -> int:
+        """``n``, or the model's setting when None; checked against the codebooks it has."""
         n = self.num_codebooks if n is None else n
         if not 1 <= n <= self.cfg.max_codebooks:
             raise ValueError(f"number of codebooks must be in 1..{self.cfg.max_codebooks}, "
@@ -124,14 +125,21 @@ class MimiModel(nn.Module):
     def _param(self) -> Tensor:
         return self.downsample.conv.inner.weight
 
+    @property
+    def device(self) -> torch.device:
+        return self._param().device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._param().dtype
+
     # ---- streaming -----------------------------------------------------------------------
 
     def init_encoder_state(self, batch_size: int, device: torch.device | str | None = None,
                            max_frames: int = 1) -> EncoderState:
         """A fresh encoder state for ``batch_size`` sessions; ``max_frames`` is the most frames
         one ``encode_step`` will usually bring (larger calls still work, split internally)."""
-        dtype = self._param().dtype
-        device = device or self._param().device
+        dtype, device = self.dtype, device or self.device
         steps = max_frames * self.cfg.downsample_stride
         return EncoderState(
             seanet=self.encoder.init_state(batch_size, device, dtype),
@@ -142,8 +150,7 @@ class MimiModel(nn.Module):
 
     def init_decoder_state(self, batch_size: int, device: torch.device | str | None = None,
                            max_frames: int = 1) -> DecoderState:
-        dtype = self._param().dtype
-        device = device or self._param().device
+        dtype, device = self.dtype, device or self.device
         steps = max_frames * self.cfg.downsample_stride
         return DecoderState(
             upsample=self.upsample.convtr.init_state(batch_size, device, dtype),
@@ -164,7 +171,7 @@ class MimiModel(nn.Module):
             raise ValueError(f"streaming encode needs a positive multiple of {self.frame_size} "
                              f"samples, got {pcm.shape[-1]}; buffer whole frames first "
                              "(StreamingEncoder does)")
-        x = pcm.to(self._param().dtype).reshape(pcm.shape[0], -1, 1)  # mono: [B, N, 1]
+        x = pcm.to(self.dtype).reshape(pcm.shape[0], -1, 1)  # mono: [B, N, 1]
         x = self.encoder(x, state.seanet, active)
         x = self.encoder_transformer(x, state.transformer, active)
         return self.downsample(x, state.downsample, active)
@@ -174,7 +181,7 @@ class MimiModel(nn.Module):
         """pcm [B, 1, k * frame_size] -> codes [B, K, k] (int64), one frame per 80 ms, no
         lookahead. Sessions where ``active`` [B] is False keep their state (their codes are
         meaningless)."""
-        n = self._checked_codebooks(num_codebooks)
+        n = self.resolve_num_codebooks(num_codebooks)
         return self.quantizer.encode(self._encode_latent(pcm, state, active), n)
 
     def decode_step(self, codes: Tensor, state: DecoderState,
@@ -206,7 +213,7 @@ class MimiModel(nn.Module):
     def encode(self, wav: Tensor, num_codebooks: int | None = None) -> Tensor:
         """wav [B, 1, N] -> codes [B, K, ceil(N / frame_size)]; the end is zero-padded to a
         whole frame."""
-        n = self._checked_codebooks(num_codebooks)
+        n = self.resolve_num_codebooks(num_codebooks)
         if wav.shape[-1] == 0:
             return torch.zeros(wav.shape[0], n, 0, dtype=torch.long, device=wav.device)
         return self.quantizer.encode(self._batch_latent(wav), n)
@@ -216,7 +223,7 @@ class MimiModel(nn.Module):
         original length cut it."""
         batch, _, frames = codes.shape
         if frames == 0:
-            return torch.zeros(batch, 1, 0, dtype=self._param().dtype, device=codes.device)
+            return torch.zeros(batch, 1, 0, dtype=self.dtype, device=codes.device)
         chunk = self._chunk(frames * self.frame_size)
         state = self.init_decoder_state(batch, max_frames=chunk)
         return torch.cat([self.decode_step(c, state) for c in codes.split(chunk, dim=-1)],

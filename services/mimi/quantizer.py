@@ -31,38 +31,34 @@ class QuantizerConfig:
 
 
 class Codebook(nn.Module):
-    """Buffers named as in the checkpoint; ``centroids`` [bins, dim] is derived from them."""
+    """Buffers named as in the checkpoint, plus the centroids derived from them (kept, not
+    saved: recomputing 32 codebooks per frame would cost more than quantizing). They are
+    refreshed after every ``load_state_dict``; call ``refresh`` after editing the buffers."""
 
     def __init__(self, dim: int, bins: int):
         super().__init__()
         self.register_buffer("_initialized", torch.ones(1))
         self.register_buffer("cluster_usage", torch.ones(bins))
         self.register_buffer("embedding_sum", torch.randn(bins, dim))
-        self._cache: tuple[tuple, Tensor, Tensor] | None = None
+        self.register_buffer("centroids", torch.empty(bins, dim), persistent=False)
+        self.register_buffer("squared_norms", torch.empty(bins), persistent=False)
+        self.refresh()
+        self.register_load_state_dict_post_hook(lambda module, _: module.refresh())
 
-    def _key(self) -> tuple:
-        s, u = self.embedding_sum, self.cluster_usage
-        return (s.data_ptr(), s._version, u.data_ptr(), u._version, s.device, s.dtype)
-
-    def centroids(self) -> tuple[Tensor, Tensor]:
-        """(centroids [bins, dim], their squared norms [bins]). Cached: recomputing 32 codebooks
-        per frame would cost more than quantizing; the key follows the buffers' storage and
-        version counters, so loading or editing the weights invalidates it."""
-        key = self._key()
-        if self._cache is None or self._cache[0] != key:
+    def refresh(self) -> None:
+        with torch.no_grad():
             usage = self.cluster_usage.clamp(min=1e-5)
-            centroids = self.embedding_sum / usage[:, None]
-            self._cache = (key, centroids, centroids.pow(2).sum(-1))
-        return self._cache[1], self._cache[2]
+            self.centroids = self.embedding_sum / usage[:, None]
+            self.squared_norms = self.centroids.pow(2).sum(-1)
 
     def encode(self, x: Tensor) -> Tensor:
         """x [..., dim] -> index of the nearest centroid (Euclidean) [...]."""
-        centroids, norms = self.centroids()
         # argmin |x - c|^2 = argmin |c|^2 - 2 x.c  (|x|^2 is the same for every c)
-        return (norms - 2 * x @ centroids.t()).argmin(dim=-1)
+        return torch.addmm(self.squared_norms, x.reshape(-1, x.shape[-1]), self.centroids.t(),
+                           alpha=-2).argmin(dim=-1).view(x.shape[:-1])
 
     def decode(self, codes: Tensor) -> Tensor:
-        return F.embedding(codes, self.centroids()[0])
+        return F.embedding(codes, self.centroids)
 
 
 class VectorQuantization(nn.Module):
