@@ -1,0 +1,177 @@
+"""Loading: exact key layout (spec §2.7) on small random checkpoints, Moshi and STT
+(dep_q = 0) layouts, dtypes, clear errors, the int8 path and the tokenizer."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from services.core.checkpoint import CheckpointError
+from services.moshi_lm.config import PRESETS, LMConfig
+from services.moshi_lm.generate import LMGenerator, SamplingSettings
+from services.moshi_lm.loader import load_config, load_lm
+from services.moshi_lm.model import LMModel
+from services.moshi_lm.tokenizer import TextTokenizer
+from tests.moshi_lm.conftest import FIXTURES, fixture_config, load_fixture, tiny_config
+
+STT = dict(n_q=8, dep_q=0, delays=(0,) * 9, extra_heads_num_heads=2, extra_heads_dim=6)
+
+
+def expected_keys(cfg: LMConfig) -> dict[str, tuple[int, ...]]:
+    """Key names and shapes as the spec lays them out, written independently of the model."""
+    d, dd, hidden = cfg.dim, cfg.depformer_dim, 2 * int(cfg.hidden_scale * cfg.dim) // 3
+    keys = {"text_emb.weight": (cfg.text_card + 1, d), "out_norm.alpha": (1, 1, d),
+            "text_linear.weight": (cfg.text_card, d)}
+    keys |= {f"emb.{k}.weight": (cfg.card + 1, d) for k in range(cfg.n_q)}
+    keys |= {f"extra_heads.{i}.weight": (cfg.extra_heads_dim, d)
+             for i in range(cfg.extra_heads_num_heads)}
+    for layer in range(cfg.num_layers):
+        p = f"transformer.layers.{layer}."
+        keys |= {p + "self_attn.in_proj_weight": (3 * d, d), p + "self_attn.out_proj.weight":
+                 (d, d), p + "norm1.alpha": (1, 1, d), p + "norm2.alpha": (1, 1, d),
+                 p + "gating.linear_in.weight": (2 * hidden, d),
+                 p + "gating.linear_out.weight": (d, hidden)}
+    if cfg.dep_q:
+        q, dhidden = cfg.dep_q, 2 * cfg.depformer_dim_feedforward // 3
+        keys |= {f"depformer_in.{k}.weight": (dd, d) for k in range(q)}
+        keys |= {"depformer_text_emb.weight": (cfg.text_card + 1, dd)}
+        keys |= {f"depformer_emb.{k}.weight": (cfg.card + 1, dd) for k in range(q - 1)}
+        keys |= {f"linears.{k}.weight": (cfg.card, dd) for k in range(q)}
+        for layer in range(cfg.depformer_num_layers):
+            p = f"depformer.layers.{layer}."
+            keys |= {p + "self_attn.in_proj_weight": (q * 3 * dd, dd),
+                     p + "self_attn.out_proj.weight": (q * dd, dd),
+                     p + "norm1.alpha": (1, 1, dd), p + "norm2.alpha": (1, 1, dd)}
+            for k in range(q):
+                keys |= {p + f"gating.{k}.linear_in.weight": (2 * dhidden, dd),
+                         p + f"gating.{k}.linear_out.weight": (dd, dhidden)}
+    return keys
+
+
+def random_checkpoint(folder, cfg: LMConfig, dtype=torch.float32, seed=0) -> dict:
+    """A random checkpoint folder as Kyutai ships them: config.json + model.safetensors."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = {k: (torch.randn(shape, generator=g) * 0.2).to(dtype)
+               for k, shape in expected_keys(cfg).items()}
+    folder.mkdir(exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = {f: getattr(cfg, f) for f in ("dim", "num_heads", "num_layers", "hidden_scale",
+                                            "context", "text_card", "card", "n_q", "dep_q",
+                                            "depformer_dim", "depformer_num_heads",
+                                            "depformer_num_layers", "depformer_dim_feedforward",
+                                            "extra_heads_num_heads", "extra_heads_dim")}
+    config |= {"delays": list(cfg.delays), "depformer_causal": True, "model_type": "stt",
+               "lm_gen_config": {"temp": 0.5, "top_k": 9}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return tensors
+
+
+@pytest.mark.parametrize("overrides", [{}, STT], ids=["moshi", "stt_dep_q_0"])
+def test_random_checkpoint_loads_key_for_key(tmp_path, overrides):
+    cfg = tiny_config(**overrides)
+    tensors = random_checkpoint(tmp_path / "ckpt", cfg)
+    model = load_lm(tmp_path / "ckpt")
+    assert model.cfg.lm_gen_config == {"temp": 0.5, "top_k": 9}
+    state = model.state_dict()
+    assert set(state) == set(tensors)
+    for key, tensor in tensors.items():
+        assert torch.equal(state[key], tensor), key
+    # Runs, and without a depformer returns text only.
+    generator = LMGenerator(model)
+    gen_state = generator.init_state(2, SamplingSettings.greedy())
+    result = generator.step(gen_state, torch.zeros(2, cfg.num_input_codebooks, dtype=torch.long))
+    assert result.audio.shape == (2, cfg.dep_q)
+    assert result.valid.tolist() == [cfg.max_delay == 0] * 2
+
+
+def test_golden_layouts_are_the_spec_layout():
+    for name in ("lm_dev", "lm_dev_stt", "lm_dev_stt_vad"):
+        model = LMModel(fixture_config(name))
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert shapes == expected_keys(fixture_config(name)), name
+
+
+def test_stored_bf16_runs_in_float32_and_back():
+    model = load_fixture("lm_dev_bf16", torch.float32)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    model = load_fixture("lm_dev", torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_missing_config_means_the_moshi_7b_preset(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert load_config(tmp_path) == PRESETS["moshi_7b"]
+    assert PRESETS["moshi_7b"].transformer.dim_feedforward == 16896
+
+
+def test_wrong_checkpoints_give_clear_errors(tmp_path):
+    cfg = tiny_config()
+    tensors = random_checkpoint(tmp_path / "ok", cfg)
+    del tensors["linears.2.weight"]
+    tensors["out_norm.alpha"] = torch.zeros(1, 1, 7)
+    tensors["surprise.weight"] = torch.zeros(1)
+    save_file(tensors, str(tmp_path / "ok" / "model.safetensors"))
+    with pytest.raises(CheckpointError) as error:
+        load_lm(tmp_path / "ok")
+    message = str(error.value)
+    assert "linears.2.weight" in message and "surprise.weight" in message
+    assert "out_norm.alpha" in message
+    (tmp_path / "ok" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_lm(tmp_path / "ok")
+    with pytest.raises(FileNotFoundError):
+        load_lm(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="delays"):
+        LMConfig.from_dict({"n_q": 4, "dep_q": 2, "delays": [0, 0]})
+    with pytest.raises(ValueError, match="quantize"):
+        load_lm(tmp_path / "ok", quantize="int4")
+
+
+def test_int8_weights_stay_close_to_float(tmp_path):
+    cfg = tiny_config(dim=64, context=16)
+    random_checkpoint(tmp_path / "ckpt", cfg)
+    outputs = []
+    for quantize in (None, "int8"):
+        model = load_lm(tmp_path / "ckpt", quantize=quantize)
+        generator = LMGenerator(model)
+        state = generator.init_state(1, SamplingSettings.greedy())
+        codes = torch.arange(cfg.num_input_codebooks)[None]
+        outputs.append(torch.stack([generator.step(state, codes, return_logits=True)
+                                    .text_logits[0] for _ in range(6)]))
+    error = (outputs[1] - outputs[0]).abs().max() / outputs[0].abs().max()
+    assert error < 0.05
+
+
+def test_extra_heads_read_the_output_before_out_norm():
+    """STT semantic-VAD heads (golden README §A): softmax of each head on the temporal
+    transformer output, before out_norm."""
+    model = load_fixture("lm_dev_stt_vad")
+    generator = LMGenerator(model)
+    state = generator.init_state(1, SamplingSettings.greedy())
+    user = torch.randint(0, 64, (12, 32), generator=torch.Generator().manual_seed(3))
+    probs, inputs, previous = [], [], model.cfg.text_card
+    initial_audio = torch.full((32,), model.cfg.card)
+    for t in range(12):
+        result = generator.step(state, user[t][None])
+        probs.append(result.extra_probs[0])
+        # All delays are 0: step t sees the text chosen at t - 1 and the audio given at t.
+        inputs.append(torch.cat([torch.tensor([previous]), initial_audio if t == 0 else user[t]]))
+        previous = result.text.item()
+    with torch.no_grad():
+        raw = model.transformer(model.embed(torch.stack(inputs)[None]))[0]
+    expected = torch.stack([torch.softmax(h(raw), dim=-1) for h in model.extra_heads], dim=1)
+    probs = torch.stack(probs)
+    assert probs.shape == (12, 4, 6)
+    torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_tokenizer_display_convention():
+    tokenizer = TextTokenizer(FIXTURES / "tts_dev_tokenizer.model")
+    ids = tokenizer.encode("hello world")
+    assert tokenizer.display(ids) == " hello world"
+    assert tokenizer.piece(3) == "" and tokenizer.piece(0) == ""  # PAD, EPAD
+    assert tokenizer.piece(-1) == "" and tokenizer.piece(tokenizer.vocab_size) == ""
+    with pytest.raises(CheckpointError, match="text_card"):
+        TextTokenizer.for_checkpoint(
+            LMConfig(text_card=100, tokenizer_name="tts_dev_tokenizer.model"), FIXTURES)
