@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import click
 import torch
 
+from cli.mimi_remote import remote_decode, remote_encode, server_options
 from services.core.audio import read_audio, write_wav
 from services.core.checkpoint import CheckpointError
 from services.mimi import MimiModel, build_random_mimi, load_mimi
@@ -74,10 +75,13 @@ def _with_progress(pieces: list, label: str) -> Iterator:
 @click.option("--num-codebooks", "-k", type=click.IntRange(1, 32), default=8, show_default=True,
               help="Codebooks per frame (quality vs size; Moshi uses 8, STT/TTS 32).")
 @model_options
+@server_options
 @torch.inference_mode()
 def encode(input_path: str, output_path: str, num_codebooks: int, checkpoint: str | None,
-           hf_repo: str | None, device: str) -> None:
+           hf_repo: str | None, device: str, server: str | None, token: str | None) -> None:
     """Encode an audio file (any format and rate; stereo is mixed to mono) to a codes file."""
+    if server is not None:
+        return remote_encode(input_path, output_path, num_codebooks, server, token)
     model = _model(checkpoint, hf_repo, device)
     if num_codebooks > model.cfg.max_codebooks:
         raise click.BadParameter(f"this model has {model.cfg.max_codebooks} codebooks",
@@ -104,10 +108,13 @@ def encode(input_path: str, output_path: str, num_codebooks: int, checkpoint: st
                 type=click.Path(exists=True, dir_okay=False))
 @click.argument("output_path", metavar="OUT.wav", type=click.Path(dir_okay=False))
 @model_options
+@server_options
 @torch.inference_mode()
 def decode(input_path: str, output_path: str, checkpoint: str | None, hf_repo: str | None,
-           device: str) -> None:
+           device: str, server: str | None, token: str | None) -> None:
     """Decode a codes file to a 24 kHz wav of the original length."""
+    if server is not None:
+        return remote_decode(input_path, output_path, server, token)
     try:
         codes_file = load_codes(input_path)
     except CodesFileError as e:

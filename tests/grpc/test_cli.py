@@ -12,8 +12,10 @@ from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cli.dialogue import dialogue
+from cli.mimi import mimi
 from services.core.grpc_server import create_channel
 from services.dialogue.service import DialogueService
+from services.mimi.codes_file import load_codes
 from services.mimi.service import MimiService
 from services.moshi_lm.service import MoshiLMService
 
@@ -73,3 +75,30 @@ def test_serve_warms_up_serves_and_stops_on_sigterm():
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_mimi_encode_and_decode_through_a_server(question, tmp_path, start_server, tiny_mimi):
+    address = start_server([MimiService.create(tiny_mimi, max_sessions=2)]).address
+    runner = CliRunner()
+    for args in (["encode", question, tmp_path / "local.safetensors", "-k", "6"],
+                 ["encode", question, tmp_path / "remote.safetensors", "-k", "6",
+                  "--server", address],
+                 ["decode", tmp_path / "local.safetensors", tmp_path / "local.wav"],
+                 ["decode", tmp_path / "local.safetensors", tmp_path / "remote.wav",
+                  "--server", address]):
+        result = runner.invoke(mimi, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    local, remote = (load_codes(tmp_path / f"{n}.safetensors") for n in ("local", "remote"))
+    assert remote.num_samples == local.num_samples == 12_000
+    assert remote.model == local.model
+    np.testing.assert_array_equal(remote.codes.numpy(), local.codes.numpy())
+    local_wav, _ = soundfile.read(tmp_path / "local.wav")
+    remote_wav, _ = soundfile.read(tmp_path / "remote.wav")
+    assert len(remote_wav) == 12_000
+    np.testing.assert_allclose(remote_wav, local_wav, atol=2 / 32768)
+
+
+def test_mimi_server_errors_are_reported(question, tmp_path):
+    result = CliRunner().invoke(mimi, ["encode", str(question), str(tmp_path / "x.safetensors"),
+                                       "--server", "127.0.0.1:1"])
+    assert result.exit_code != 0 and "127.0.0.1:1" in result.output
