@@ -102,25 +102,15 @@ def build_lm_service(options: ModelOptions):
 
 
 def text_pieces(cfg, checkpoint: str | None, hf_repo: str | None) -> list[str] | None:
-    """Display text of every text token from the checkpoint's SentencePiece model: padding
-    (PAD, EPAD) shows as nothing and "▁" as a space. None when the checkpoint has none."""
-    import sentencepiece
+    """Display text of every text token (the checkpoint's tokenizer); None without one."""
+    from services.core.checkpoint import CheckpointError
+    from services.moshi_lm.tokenizer import TextTokenizer
 
-    from services.core.checkpoint import resolve_file
-
-    folder = None if checkpoint is None else Path(checkpoint)
-    if folder is not None and folder.is_file():
-        folder = folder.parent
     try:
-        path = resolve_file(cfg.tokenizer_name, folder, hf_repo)
-    except (FileNotFoundError, OSError):
-        log.warning("no text tokenizer %s found: text pieces will be empty", cfg.tokenizer_name)
+        return TextTokenizer.for_checkpoint(cfg, checkpoint, hf_repo).pieces
+    except (OSError, CheckpointError) as e:  # OSError: file missing locally or on the hub
+        log.warning("no usable text tokenizer (%s): text pieces will be empty", e)
         return None
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-    hidden = {cfg.existing_text_padding_id, cfg.existing_text_end_padding_id}
-    return ["" if i in hidden or sp.is_control(i) else sp.id_to_piece(i).replace("▁", " ")
-            for i in range(sp.get_piece_size())] + [""] * max(0, cfg.text_vocab
-                                                               - sp.get_piece_size())
 
 
 def build_services(names: Sequence[str], options: ModelOptions, mimi_address: str | None = None,

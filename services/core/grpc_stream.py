@@ -133,3 +133,6 @@ def _feed(requests: Iterator[Any], session: StreamSession,
         session.close(error if not isinstance(error, PcmError) else InvalidInput(str(error)))
     except grpc.RpcError:  # the call ended under us (cancelled, deadline): nothing to report
         session.close(Cancelled("the client cancelled the call"))
+    except Exception as error:  # a bug: this thread is the last place that can report it
+        log.exception("reading a stream failed")
+        session.close(EngineFailure(f"internal error reading the stream: {error}"))
