@@ -14,7 +14,7 @@ from services.core.grpc_server import ServerOptions, create_channel, create_serv
 from services.moshi_lm.generate import LMGenerator
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine the
     thread hand-offs cost a scheduler slice per op (~80x slower steps measured)."""
