@@ -103,6 +103,10 @@ class TTSSession:
             return limit
         return min(limit, end + self.tts.delay_steps + self.tts.final_padding - 1)
 
+    @property
+    def finished(self) -> bool:
+        return self.step > self.last_step
+
     def output(self, fed: int, frame: np.ndarray | None, words_before: int) -> TTSOutput:
         emit = False
         if frame is not None:
@@ -115,8 +119,7 @@ class TTSSession:
                 frame = None  # the audio has not started: nothing to decode
         words = [Word(w.text, w.step, max(0, w.step - DROPPED_FRAMES) / FRAME_RATE)
                  for w in self.machine.transcript[words_before:]]
-        done = self.step > self.last_step
-        return TTSOutput(fed, frame, emit, words, done)
+        return TTSOutput(fed, frame, emit, words, self.finished)
 
 
 class TTSGenerator:
