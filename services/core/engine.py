@@ -61,6 +61,10 @@ class InvalidInput(EngineError):
     """The client sent something the model cannot take (INVALID_ARGUMENT)."""
 
 
+class Unsupported(EngineError):
+    """The loaded model cannot do what was asked (UNIMPLEMENTED)."""
+
+
 class Cancelled(EngineError):
     """The client went away (CANCELLED)."""
 

@@ -25,6 +25,7 @@ from services.core.engine import (
     EngineStopped,
     IdleTimeout,
     InvalidInput,
+    Unsupported,
 )
 from services.core.pcm import PcmError
 
@@ -36,6 +37,7 @@ STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     EngineStopped: grpc.StatusCode.UNAVAILABLE,
     EngineFailure: grpc.StatusCode.INTERNAL,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     PcmError: grpc.StatusCode.INVALID_ARGUMENT,
     Cancelled: grpc.StatusCode.CANCELLED,
 }

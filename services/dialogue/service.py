@@ -4,18 +4,20 @@ services' engines) or remote (``RemoteMimi`` / ``RemoteLM``)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import numpy as np
 
 from services.core import grpc_stream
 from services.core.constants import FRAME_SIZE, SAMPLE_RATE
-from services.core.engine import Engine, run_session
+from services.core.engine import Engine, Unsupported, run_session
 from services.core.pcm import FrameSplitter, check_encoding, encode_pcm
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.dialogue.pipeline import Codec, DialogueFrame, DialogueSession, LanguageModel
 from services.moshi_lm import moshi_lm_pb2
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = dialogue_pb2.DESCRIPTOR.services_by_name["Dialogue"].full_name
 
 
@@ -29,12 +31,20 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
 
     def open(self, config: dialogue_pb2.DialogueConfig) -> DialogueSession:
         """A dialogue taking 1920-sample float32 frames of the user's voice at 24 kHz."""
+        self.check_supported()
         # The dialogue draws the seed when the client gives none, so that a remote LM and an
         # in-process one see the same config.
         seed = config.seed if config.HasField("seed") else secrets.randbits(63)
         return DialogueSession(self.codec, self.lm, moshi_lm_pb2.GenerateConfig(
             text_sampling=config.text_sampling, audio_sampling=config.audio_sampling,
             seed=seed))
+
+    def check_supported(self) -> None:
+        info = self.lm.info()
+        if not (info.num_output_codebooks and info.num_input_codebooks):
+            raise Unsupported(f"the LM {info.model} does not both listen and speak (input "
+                              f"codebooks {info.num_input_codebooks}, output codebooks "
+                              f"{info.num_output_codebooks}): it cannot hold a dialogue")
 
     # ---- GrpcService -----------------------------------------------------------------------
 
@@ -46,6 +56,11 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         return []
 
     def warm_up(self) -> None:
+        try:
+            self.check_supported()
+        except Unsupported as error:  # every call will say so; nothing to warm up
+            log.warning("%s", error)
+            return
         frames = np.zeros((self.lm.info().max_delay + 2, FRAME_SIZE), dtype=np.float32)
         run_session(self.open(dialogue_pb2.DialogueConfig(seed=0)), frames)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 
 import grpc
@@ -12,7 +13,10 @@ from services.dialogue.service import DialogueService
 from services.mimi.client import RemoteMimi
 from services.mimi.service import MimiService
 from services.moshi_lm.client import RemoteLM
-from services.moshi_lm.generate import SamplingSettings
+from services.moshi_lm.config import preset
+from services.moshi_lm.generate import LMGenerator, SamplingSettings
+from services.moshi_lm.loader import prepare_for_inference
+from services.moshi_lm.model import LMModel
 from services.moshi_lm.service import MoshiLMService
 
 RATE = 16_000  # the user's audio is resampled to 24 kHz by the dialogue
@@ -121,3 +125,17 @@ def test_audio_before_config_and_info(one_process):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = one_process.GetInfo(dialogue_pb2.GetInfoRequest())
     assert (info.frame_size, info.model_delay_frames, info.mimi) == (1920, 1, "in-process")
+
+
+def test_an_lm_that_cannot_speak_is_unimplemented(start_server, tiny_mimi):
+    listener = dataclasses.replace(preset("tiny"), n_q=8, dep_q=0, delays=(0,) * 9)
+    with torch.random.fork_rng(devices=[]):
+        model = prepare_for_inference(LMModel(listener))
+    mimi = MimiService.create(tiny_mimi, max_sessions=2)
+    lm = MoshiLMService.create(LMGenerator(model), "listener", max_sessions=1)
+    stub = dialogue_pb2_grpc.DialogueStub(
+        start_server([mimi, lm, DialogueService(mimi, lm)]).channel)
+    with pytest.raises(grpc.RpcError) as error:
+        converse(stub, voice(0, 0.2), seed=0)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "cannot hold a dialogue" in error.value.details()
