@@ -14,11 +14,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cli import dialogue, mimi, serve
+    from cli import dialogue, lm, mimi, serve
 
     main.add_command(mimi.mimi)
     main.add_command(serve.serve)
     main.add_command(dialogue.dialogue)
+    main.add_command(lm.lm)
 
 
 _register()
