@@ -102,7 +102,9 @@ def serve_stream(requests: Iterator[Any], context: grpc.ServicerContext, *,
     except CLIENT_ERRORS as error:
         abort(context, error)
     # Cancellation, deadline or a dropped connection: free the slot now, not at the next read.
-    context.add_callback(lambda: session.close(Cancelled("the client cancelled the call")))
+    if not context.add_callback(lambda: session.close(Cancelled("the client cancelled the call"))):
+        session.close()  # the call already ended
+        return
     reader = threading.Thread(target=_feed, args=(requests, session, to_inputs, flush_inputs),
                               name="stream-reader", daemon=True)
     reader.start()
