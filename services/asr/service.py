@@ -1,0 +1,141 @@
+"""The ASR gRPC service (protos/services/asr/asr.proto): thin handlers over the ASR engine and a
+codec (the Mimi service's encoder sessions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from services.asr import asr_pb2, asr_pb2_grpc
+from services.asr.pipeline import ASREvent, Codec, RecognitionSession
+from services.asr.recognizer import Recognizer
+from services.asr.stepper import ASRStream, Marker, asr_engine
+from services.core import grpc_stream
+from services.core.engine import Engine, InvalidInput, run_session
+from services.core.grpc_stream import CLIENT_ERRORS, abort
+from services.core.pcm import FrameSplitter, encode_pcm
+from services.moshi_lm.generate import SamplingSettings
+from services.moshi_lm.service import MAX_SEED, _sampling
+
+SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["SpeechRecognition"].full_name
+
+
+class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
+    name = SERVICE_NAME
+
+    def __init__(self, recognizer: Recognizer, engine: Engine, codec: Codec, model_name: str):
+        self.recognizer, self.engine, self.codec = recognizer, engine, codec
+        self.model_name, self.cfg = model_name, recognizer.model.cfg
+        self.defaults = SamplingSettings.from_lm_gen_config(self.cfg.lm_gen_config)
+
+    @classmethod
+    def create(cls, model, decode: Callable[[Sequence[int]], str], codec: Codec,
+               model_name: str, max_sessions: int = 8, timing=None,
+               idle_timeout: float = 30.0) -> ASRService:
+        recognizer = Recognizer(model, decode, max_sessions, timing)
+        return cls(recognizer, asr_engine(recognizer, max_sessions, idle_timeout), codec,
+                   model_name)
+
+    @property
+    def timing(self):
+        return self.recognizer.timing
+
+    def open(self, config: asr_pb2.RecognitionConfig) -> tuple[RecognitionSession,
+                                                               FrameSplitter]:
+        """A session and the splitter of the client's audio, the silence prefix already in."""
+        d = self.defaults
+        temperature, top_k = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
+                                       self.cfg.text_vocab, "text")
+        seed = config.seed if config.HasField("seed") else 0
+        if seed > MAX_SEED:
+            raise InvalidInput(f"seed must be below 2**63, got {seed}")
+        splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)
+        sampling = SamplingSettings(temperature, top_k, seed=seed)
+        session = RecognitionSession(self.engine, self.codec, self.recognizer.num_codebooks,
+                                     self.timing, ASRStream(sampling), config.interim_results,
+                                     config.pause_probabilities)
+        prefix = np.zeros(round(self.timing.silence_prefix_seconds * config.sample_rate_hertz),
+                          np.float32)
+        for frame in splitter.push(encode_pcm(prefix, config.encoding)):
+            session.send(frame)
+        splitter.samples_received = 0  # the prefix is not the client's audio
+        return session, splitter
+
+    # ---- GrpcService ------------------------------------------------------------------------
+
+    def add_to_server(self, server) -> None:
+        asr_pb2_grpc.add_SpeechRecognitionServicer_to_server(self, server)
+
+    def engines(self) -> list[Engine]:
+        return [self.engine]
+
+    def warm_up(self) -> None:
+        session, _ = self.open(asr_pb2.RecognitionConfig(encoding=2, sample_rate_hertz=24000))
+        run_session(session, np.zeros((2, 1920), np.float32))
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    # ---- RPCs -------------------------------------------------------------------------------
+
+    def GetInfo(self, request, context):
+        heads = self.cfg.extra_heads_num_heads
+        return asr_pb2.RecognizerInfo(
+            model=self.model_name, text_delay_seconds=self.timing.audio_delay_seconds,
+            silence_prefix_seconds=self.timing.silence_prefix_seconds,
+            pause_prediction=heads > 0, num_pause_heads=heads,
+            max_sessions=self.engine.max_sessions)
+
+    def Recognize(self, request, context):
+        try:
+            session, splitter = self.open(request.config)
+            frames = list(splitter.push(request.audio)) + list(splitter.flush())
+        except CLIENT_ERRORS as error:
+            abort(context, error)
+        context.add_callback(session.close)
+        words = [e.word for e in run_session(session, frames)
+                 if e.word is not None and e.word.is_final]
+        return asr_pb2.RecognizeResponse(
+            words=[_word(w) for w in words], transcript=" ".join(w.text for w in words),
+            audio_seconds=splitter.seconds_received)
+
+    def StreamingRecognize(self, request_iterator, context):
+        opened: list[tuple[RecognitionSession, FrameSplitter]] = []
+
+        def open_session(config):
+            opened.append(self.open(config))
+            return opened[0][0]
+
+        def to_inputs(request):
+            if request.WhichOneof("request") == "marker":
+                return [Marker(request.marker.id)]
+            return list(opened[0][1].push(request.audio))
+
+        return grpc_stream.serve_stream(
+            request_iterator, context, open_session=open_session, to_inputs=to_inputs,
+            flush_inputs=lambda: list(opened[0][1].flush()), to_response=_response)
+
+
+def _word(word) -> asr_pb2.Word:
+    message = asr_pb2.Word(text=word.text, start_seconds=word.start)
+    if word.end is not None:
+        message.end_seconds = word.end
+    return message
+
+
+def _response(event: ASREvent) -> asr_pb2.StreamingRecognizeResponse:
+    response = asr_pb2.StreamingRecognizeResponse(audio_processed_seconds=event.audio_processed)
+    if event.word is not None:
+        response.word.CopyFrom(_word(event.word))
+    elif event.speech_started is not None:
+        response.speech_event.CopyFrom(asr_pb2.SpeechEvent(
+            kind=asr_pb2.SpeechEvent.SPEECH_STARTED, time_seconds=event.speech_started))
+    elif event.end_of_turn is not None:
+        response.speech_event.CopyFrom(asr_pb2.SpeechEvent(
+            kind=asr_pb2.SpeechEvent.END_OF_TURN, time_seconds=event.end_of_turn))
+    elif event.pauses is not None:
+        response.pause.probabilities.extend(event.pauses)
+    else:
+        response.marker.id = event.marker
+    return response
