@@ -87,8 +87,8 @@ def load_lm_model(options: ModelOptions):
 def build_mimi_service(options: ModelOptions):
     from services.mimi.service import MimiService
 
-    # A dialogue holds two codec streams (its encoder and its decoder).
-    return MimiService.create(load_mimi_model(options), 2 * options.max_sessions,
+    # As many encoding and decoding streams as dialogues: a dialogue holds one of each.
+    return MimiService.create(load_mimi_model(options), options.max_sessions,
                               options.idle_timeout)
 
 
@@ -182,8 +182,8 @@ def model_options(f):
               help="Comma-separated subset of: " + ", ".join(ALL_SERVICES))
 @model_options
 @click.option("--max-sessions", type=click.IntRange(1), default=8, show_default=True,
-              help="Concurrent dialogue/LM streams per model (the codec gets twice as many: "
-              "a dialogue holds an encoder and a decoder stream).")
+              help="Concurrent streams per model: dialogues and LM streams; for Mimi as "
+              "many encoding and as many decoding streams (a dialogue holds one of each).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=30.0,
               show_default=True, help="Seconds without traffic before a stream is closed.")
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")

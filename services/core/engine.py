@@ -244,36 +244,40 @@ class Engine:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def open(self, config: Any = None) -> Session:
-        """Admits a session on a free slot, or raises CapacityError at once."""
+    def open(self, config: Any = None, among: range | None = None) -> Session:
+        """Admits a session on a free slot (of ``among`` if given: a stepper may reserve
+        ranges of slots for kinds of sessions), or raises CapacityError at once."""
         with self._lock:
-            session = Session(self, self._take_slot(), config, self.max_queue)
+            session = Session(self, self._take_slot(among), config, self.max_queue)
             self._sessions[session.slot] = session
             self._joining.append(session)
         return session
 
     @contextlib.contextmanager
-    def reserve(self) -> Iterator[int]:
+    def reserve(self, among: range | None = None) -> Iterator[int]:
         """Holds a slot for work done outside the engine thread (a unary batch call), so it
         counts against ``max_sessions`` like a stream; raises CapacityError when full."""
         with self._lock:
-            slot = self._take_slot()
+            slot = self._take_slot(among)
         try:
             yield slot
         finally:
             with self._lock:
                 self._free.append(slot)
 
-    def _take_slot(self) -> int:
-        """A free slot (the caller holds the lock)."""
+    def _take_slot(self, among: range | None) -> int:
+        """The lowest free slot of ``among`` (the caller holds the lock)."""
         if self._stopped:
             raise EngineStopped(f"the {self.name} engine is shutting down")
-        if not self._free:
+        among = among if among is not None else range(self.max_sessions)
+        free = [slot for slot in self._free if slot in among]
+        if not free:
             self._counts["rejected"] += 1
-            raise CapacityError(f"all {self.max_sessions} {self.name} sessions are in use; "
+            raise CapacityError(f"no free {self.name} slot (all {len(among)} in use); "
                                 "retry later")
         self._counts["started"] += 1
-        return self._free.pop(0)
+        self._free.remove(slot := min(free))
+        return slot
 
     def wake(self) -> None:
         self._wake.set()

@@ -33,6 +33,7 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
     @classmethod
     def create(cls, model: MimiModel, max_sessions: int = 8,
                idle_timeout: float = 30.0) -> MimiService:
+        """``max_sessions`` encoding plus ``max_sessions`` decoding streams (or unary calls)."""
         return cls(model, mimi_engine(model, max_sessions, idle_timeout))
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------
@@ -47,12 +48,13 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
     def open_encoder(self, num_codebooks: int = 0) -> Session:
         """A session taking 1920-sample float32 frames and giving code frames [K]."""
-        return self.engine.open(MimiStream(True, self.check_num_codebooks(num_codebooks)))
+        return self.engine.open(MimiStream(True, self.check_num_codebooks(num_codebooks)),
+                                among=self.engine.stepper.encoder_slots)
 
     def open_decoder(self, num_codebooks: int) -> Session:
         """A session taking code frames [K] and giving 1920-sample float32 frames."""
         k = self.check_num_codebooks(num_codebooks, default=False)
-        return self.engine.open(MimiStream(False, k))
+        return self.engine.open(MimiStream(False, k), among=self.engine.stepper.decoder_slots)
 
     # ---- GrpcService -----------------------------------------------------------------------
 
@@ -79,7 +81,8 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             model=self.model.name, sample_rate_hertz=cfg.sample_rate,
             frame_rate_hertz=cfg.frame_rate, frame_size=cfg.frame_size,
             cardinality=cfg.cardinality, max_codebooks=cfg.max_codebooks,
-            default_codebooks=self.model.num_codebooks, max_sessions=self.engine.max_sessions)
+            default_codebooks=self.model.num_codebooks,
+            max_sessions=self.engine.stepper.max_streams)
 
     def Encode(self, request, context):
         try:
@@ -88,7 +91,7 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)  # validates
             audio = resample(decode_pcm(request.audio, splitter.encoding),
                              splitter.sample_rate, SAMPLE_RATE)
-            with self.engine.reserve(), torch.inference_mode():
+            with self.engine.reserve(self.engine.stepper.encoder_slots), torch.inference_mode():
                 codes = self.model.encode(self._tensor(audio)[None, None], k)[0]
         except grpc_stream.CLIENT_ERRORS as error:
             grpc_stream.abort(context, error)
@@ -103,7 +106,7 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             if not 0 <= request.num_samples <= length:
                 raise InvalidInput(f"num_samples must be in 0..{length} (1920 per frame), "
                                    f"got {request.num_samples}")
-            with self.engine.reserve(), torch.inference_mode():
+            with self.engine.reserve(self.engine.stepper.decoder_slots), torch.inference_mode():
                 audio = self.model.decode(torch.from_numpy(codes)[None].to(self._device()))
         except grpc_stream.CLIENT_ERRORS as error:
             grpc_stream.abort(context, error)

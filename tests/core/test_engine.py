@@ -119,3 +119,12 @@ def test_reserved_slots_count_against_capacity(engine):
             pass
         session.close()
     assert engine.stats().active_sessions == 0
+
+
+def test_slot_ranges_have_their_own_capacity(engine):
+    first = engine.open(among=range(0, 1))
+    with pytest.raises(CapacityError):
+        engine.open(among=range(0, 1))
+    assert engine.open(among=range(1, 3)).slot == 1
+    first.close()
+    assert engine.open(among=range(0, 1)).slot == 0

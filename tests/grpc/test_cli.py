@@ -48,7 +48,9 @@ def test_dialogue_in_process_and_over_a_server_agree(question, tmp_path, start_s
     local, rate = soundfile.read(tmp_path / "local.wav")
     remote, _ = soundfile.read(tmp_path / "remote.wav")
     assert rate == 24_000 and len(local) == 6 * 1920  # 7 frames in, 1 of delay
-    np.testing.assert_array_equal(remote, local)
+    # Same codes and tokens; the codec's batch width differs (1 vs 2 slots), which may move
+    # a float by an ulp and a 16-bit sample by one step.
+    np.testing.assert_allclose(remote, local, atol=1.5 / 32768)
     assert (tmp_path / "remote.txt").exists()
 
 

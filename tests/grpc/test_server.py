@@ -58,7 +58,7 @@ def test_health_reflection_and_stats(one_slot):
     stream.end()
     (figures,) = stats_pb2_grpc.EngineStatsStub(channel).GetStats(
         stats_pb2.GetStatsRequest()).engines
-    assert figures.name == "mimi" and figures.max_sessions == 1
+    assert figures.name == "mimi" and figures.max_sessions == 2  # 1 encoder + 1 decoder slot
     assert figures.steps >= 3 and figures.step_ms_p50 > 0  # warm-up frames + this stream
 
 
