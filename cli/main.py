@@ -14,12 +14,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cli import dialogue, lm, mimi, serve
+    from cli import asr, dialogue, lm, mimi, serve, tts
 
     main.add_command(mimi.mimi)
     main.add_command(serve.serve)
     main.add_command(dialogue.dialogue)
     main.add_command(lm.lm)
+    main.add_command(asr.asr)
+    main.add_command(tts.tts)
 
 
 _register()

@@ -27,13 +27,17 @@ class TTSBundle:
 
 
 class ByteTokenizer:
-    """UTF-8 bytes as tokens 4..259, each word starting with a "word start" byte: the text
-    tokenizer of the built-in random model (which has no SentencePiece file)."""
+    """UTF-8 bytes as tokens 4..259, each word starting with a space: the text tokenizer of
+    the built-in random models (which have no SentencePiece file)."""
 
     OFFSET = 4
 
     def encode(self, text: str) -> list[int]:
         return [self.OFFSET + b for b in b" " + text.encode("utf-8")]
+
+    def decode(self, ids) -> str:
+        data = bytes(i - self.OFFSET for i in ids if self.OFFSET <= i < self.OFFSET + 256)
+        return data.decode("utf-8", errors="replace")
 
 
 def _sentencepiece(path: Path) -> TextTokenizer:
