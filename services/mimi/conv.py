@@ -28,10 +28,10 @@ from services.core.streaming import masked_update
 def elu(x: Tensor, inplace: bool = False) -> Tensor:
     """ELU (alpha 1) as max(x, min(exp(x) - 1, 0)): equal to ELU because exp(x) - 1 >= x, and
     3x faster than F.elu on CPU, whose expm1 is not vectorised. Exact to 1 float ulp of 1."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.maximum(x, torch.exp(x).sub(1.0).clamp(max=0.0))  # no in-place for autograd
     y = torch.exp(x)
     y.sub_(1.0).clamp_(max=0.0)
-    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-        return torch.maximum(x, y)  # autograd takes no `out=`
     return torch.maximum(x, y, out=x if inplace else y)
 
 
@@ -102,8 +102,9 @@ class TimeMajorConv1d(CausalConv1d):
             state = self.init_state(x.shape[0], x.device, x.dtype)
         previous = state.previous
         if self.replicate:
-            previous = torch.where(state.first.view(-1, 1, 1), x[:, :1].expand_as(previous),
-                                   previous)
+            # A copy of the flags: autograd keeps the condition, and they change below.
+            first = state.first.clone().view(-1, 1, 1)
+            previous = torch.where(first, x[:, :1].expand_as(previous), previous)
         if self.padding:
             x = torch.cat([previous, x], dim=1)
             masked_update(state.previous, x[:, -self.padding:].detach(), active)

@@ -188,10 +188,19 @@ class MimiModel(nn.Module):
                     active: Tensor | None = None) -> Tensor:
         """codes [B, K, k] (any K in 1..max) -> pcm [B, 1, k * frame_size], in the model's
         dtype (float32 by default)."""
-        x = self.quantizer.decode(codes)
-        x = self.upsample(x, state.upsample, active)
+        return self._decode_latent(self.quantizer.decode(codes), state, active)
+
+    def decode_latent_step(self, latent: Tensor, state: DecoderState,
+                           active: Tensor | None = None) -> Tensor:
+        """Quantized latent [B, D, k] -> pcm [B, 1, k * frame_size] (decode without codes)."""
+        return self._decode_latent(latent.transpose(1, 2), state, active)
+
+    def _decode_latent(self, latent: Tensor, state: DecoderState,
+                       active: Tensor | None) -> Tensor:
+        """latent [B, k, D] (time-major) -> pcm [B, 1, k * frame_size]."""
+        x = self.upsample(latent.to(self.dtype), state.upsample, active)
         x = self.decoder_transformer(x, state.transformer, active)
-        return self.decoder(x, state.seanet, active).view(codes.shape[0], 1, -1)
+        return self.decoder(x, state.seanet, active).view(latent.shape[0], 1, -1)
 
     # ---- batch ---------------------------------------------------------------------------
 

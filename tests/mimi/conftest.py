@@ -20,3 +20,13 @@ def dev_mimi() -> MimiModel:
 def golden(request) -> dict[str, torch.Tensor]:
     with np.load(FIXTURES / request.param) as data:
         return {k: torch.from_numpy(data[k]) for k in data.files if k != "meta"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine every parallel op can
+    wait a scheduler slice for a descheduled worker: one thread keeps these tests fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
