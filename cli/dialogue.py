@@ -68,6 +68,7 @@ def dialogue(audio_in, output, transcript, server, fast, mic, seed, temperature,
     """Stream AUDIO_IN (any format and rate) to Moshi; write its reply and transcript."""
     if (audio_in is None) == (not mic):
         raise click.UsageError("give an input audio file, or --mic")
+    sounddevice = _sounddevice() if mic else None
     if threads:
         import torch
 
@@ -82,7 +83,7 @@ def dialogue(audio_in, output, transcript, server, fast, mic, seed, temperature,
                                                   config)
     try:
         if mic:
-            _talk(open_session())
+            _talk(open_session(), sounddevice)
             return
         audio, _ = read_audio(audio_in)
         conversation = converse(open_session(), audio, delay, realtime=not fast,
@@ -111,13 +112,17 @@ def _write(conversation: Conversation, output: Path, transcript: Path) -> None:
     click.echo(summary, err=True)
 
 
-def _talk(session) -> None:
-    """Microphone -> Moshi -> speakers until Ctrl-C."""
+def _sounddevice():
     try:
         import sounddevice
     except ImportError:
         raise click.UsageError("--mic needs the sounddevice package: "
                                "pip install 'moshi-services[audio]'") from None
+    return sounddevice
+
+
+def _talk(session, sounddevice) -> None:
+    """Microphone -> Moshi -> speakers until Ctrl-C."""
     click.echo(HEADPHONES, err=True)
     playback: queue.Queue = queue.Queue()
 

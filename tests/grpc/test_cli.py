@@ -104,3 +104,16 @@ def test_mimi_server_errors_are_reported(question, tmp_path):
     result = CliRunner().invoke(mimi, ["encode", str(question), str(tmp_path / "x.safetensors"),
                                        "--server", "127.0.0.1:1"])
     assert result.exit_code != 0 and "127.0.0.1:1" in result.output
+
+
+def test_dialogue_needs_exactly_one_input(question):
+    result = CliRunner().invoke(dialogue, [str(question), "--mic"])
+    assert result.exit_code == 2 and "an input audio file, or --mic" in result.output
+    result = CliRunner().invoke(dialogue, [])
+    assert result.exit_code == 2
+
+
+def test_dialogue_mic_says_what_it_needs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # as if not installed
+    result = CliRunner().invoke(dialogue, ["--mic"])
+    assert result.exit_code == 2 and "pip install 'moshi-services[audio]'" in result.output
