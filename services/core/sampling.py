@@ -42,9 +42,9 @@ def combine(key: Tensor, value: Tensor | int) -> Tensor:
     return hash32(key ^ hash32(torch.as_tensor(value, device=key.device) & _MASK32))
 
 
-def session_keys(seeds: Tensor, steps: Tensor, stream: int) -> Tensor:
-    """Per-row noise keys [B] from each session's seed [B] (int64 >= 0), its own step
-    counter [B] and the stream number."""
+def session_keys(seeds: Tensor, steps: Tensor, stream: int | Tensor) -> Tensor:
+    """Per-row noise keys from each session's seed (int64 >= 0), its own step counter and the
+    stream number; broadcasting (e.g. [B, 1], [B, 1], [S] -> every stream's keys [B, S])."""
     key = combine(hash32(seeds & _MASK32), seeds >> 32)
     return combine(combine(key, steps), stream)
 

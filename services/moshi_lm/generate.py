@@ -98,6 +98,17 @@ class StepContext:
     offset: Tensor  # [B] the sessions' step index t
     active: Tensor | None
     forced_any: bool  # some generated token of this frame may already be known
+    seeds: Tensor  # [B]
+    num_streams: int  # generated streams
+    keys: Tensor | None = None  # [B, num_streams] noise keys, built on first use
+
+    def noise(self, stream: int) -> HashedNoise:
+        """The sessions' noise for one generated stream at their own step: draws that do not
+        depend on the rest of the batch."""
+        if self.keys is None:
+            streams = torch.arange(self.num_streams, device=self.seeds.device)
+            self.keys = session_keys(self.seeds[:, None], self.offset[:, None], streams)
+        return HashedNoise(self.keys[:, stream])
 
 
 @dataclasses.dataclass
@@ -182,8 +193,7 @@ class LMGenerator:
         that take part (the others are left untouched)."""
         ctx = self.begin(state, user_codes, forced, active)
         sess = state.settings
-        text = sample(ctx.temporal.text_logits[:, 0], sess.text,
-                      partial(_noise, sess.seed, ctx.offset, 0))
+        text = sample(ctx.temporal.text_logits[:, 0], sess.text, partial(ctx.noise, 0))
         return self.finish(state, ctx, text, return_logits=return_logits)
 
     @torch.inference_mode()
@@ -209,7 +219,8 @@ class LMGenerator:
         tokens = torch.where(offset[:, None] <= sess.delays, self.initial, stored)
         temporal = self.model.temporal(self.model.embed(tokens[:, None]), state.transformer,
                                        active)
-        return StepContext(temporal, offset, active, forced is not None)
+        return StepContext(temporal, offset, active, forced is not None, sess.seed,
+                           cfg.num_generated)
 
     @torch.inference_mode()
     def finish(self, state: LMState, ctx: StepContext, text: Tensor,
@@ -246,7 +257,7 @@ class LMGenerator:
         previous, tokens, all_logits = text, [], []
         for k in range(cfg.dep_q):
             logits = self.model.depth_step(k, projected[:, k], previous, state.depformer)
-            token = sample(logits, sess.audio, partial(_noise, sess.seed, ctx.offset, 1 + k))
+            token = sample(logits, sess.audio, partial(ctx.noise, 1 + k))
             previous = torch.where(known[:, k] == UNGENERATED_TOKEN, token, known[:, k])
             tokens.append(previous)
             all_logits.append(logits)
@@ -284,11 +295,6 @@ class LMGenerator:
         if where is not None:
             values = torch.where(where, values, rows.gather(2, slots)[..., 0])
         rows.scatter_(2, slots, values[..., None])
-
-
-def _noise(seeds: Tensor, steps: Tensor, stream: int) -> HashedNoise:
-    """A session's noise for one stream at its own step: batch-independent draws."""
-    return HashedNoise(session_keys(seeds, steps, stream))
 
 
 def _column(active: Tensor | None) -> Tensor | None:
