@@ -135,6 +135,7 @@ class TTSGenerator:
         self.state.transformer = model.init_temporal_state(max_sessions, device, self.lm.dtype,
                                                            voice_length)
         self.sessions: list[TTSSession | None] = [None] * max_sessions
+        self.voice_length = voice_length
         # Per-slot tensors, written in place.
         self._fed = torch.zeros(max_sessions, dtype=torch.long, device=device)
         self._active = torch.zeros(max_sessions, dtype=torch.bool, device=device)
@@ -145,11 +146,31 @@ class TTSGenerator:
             + self.tts.delay_steps
         self._codebook = torch.arange(cfg.dep_q, device=device)
 
+    def check(self, request: TTSRequest) -> None:
+        """Raises ValueError for a request this generator cannot run (before taking a slot)."""
+        cfg = self.model.cfg
+        n_q = request.num_codebooks or cfg.dep_q
+        if not 1 <= n_q <= cfg.dep_q:
+            raise ValueError(f"num_codebooks must be in 1..{cfg.dep_q}, got {n_q}")
+        if not cfg.extra.get("cross_attention"):
+            return
+        voices = [v for v in request.voices if v is not None]
+        provider = self.model.condition_provider
+        if not voices or len(request.voices) > provider.cfg.max_speakers:
+            raise ValueError(f"this model needs 1 to {provider.cfg.max_speakers} voices")
+        (name,) = provider.cfg.cross
+        dim = provider.conditioners[name].output_proj.in_features
+        for voice in voices:
+            if tuple(voice.shape) != (1, dim, self.voice_length):
+                raise ValueError(f"voice of shape {tuple(voice.shape)}; this server takes "
+                                 f"voices of shape {(1, dim, self.voice_length)}")
+
     def start(self, slot: int, request: TTSRequest, turns: Sequence[str] = (),
               end_of_input: bool = True) -> TTSSession:
         """(Re)starts ``slot``: fresh state, the request's conditions, and the text so far
         (more with ``TTSSession.push_text`` unless ``end_of_input``)."""
         cfg, tts = self.model.cfg, self.tts
+        self.check(request)
         self._active.zero_()
         self._active[slot] = True
         self.lm.start(self.state, self._active, request.sampling)
@@ -157,10 +178,7 @@ class TTSGenerator:
         conditions = self.model.conditions(values, [list(request.voices)])
         index = torch.tensor([slot], device=self.lm.device)
         self.model.set_conditions(self.state.transformer, conditions, index)
-        n_q = request.num_codebooks or cfg.dep_q
-        if not 1 <= n_q <= cfg.dep_q:
-            raise ValueError(f"num_codebooks must be in 1..{cfg.dep_q}, got {n_q}")
-        self._num_codebooks[slot] = n_q
+        self._num_codebooks[slot] = request.num_codebooks or cfg.dep_q
         self._padding_bonus[slot] = request.padding_bonus
         machine = WordStateMachine(tts.state_machine(cfg.text_card))
         session = TTSSession(machine, None, tts, request)

@@ -73,9 +73,15 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
             raise InvalidInput(f"num_codebooks must be in 1..{cfg.dep_q} (0 = all), got {n_q}")
         if not math.isfinite(config.speed_bias) or abs(config.speed_bias) > 10:
             raise InvalidInput(f"speed_bias must be in [-10, 10], got {config.speed_bias}")
-        return TTSRequest(voices=(self._voice(config.voice),), cfg_coef=cfg_coef,
-                          sampling=SamplingSettings(text[0], text[1], audio[0], audio[1], seed),
-                          num_codebooks=n_q, padding_bonus=config.speed_bias)
+        request = TTSRequest(
+            voices=(self._voice(config.voice),), cfg_coef=cfg_coef,
+            sampling=SamplingSettings(text[0], text[1], audio[0], audio[1], seed),
+            num_codebooks=n_q, padding_bonus=config.speed_bias)
+        try:
+            self.generator.check(request)
+        except ValueError as error:
+            raise InvalidInput(str(error)) from None
+        return request
 
     def open(self, config: tts_pb2.SynthesisConfig, text: str = "",
              end_of_input: bool = False) -> SynthesisSession:

@@ -82,3 +82,36 @@ def test_audio_matches_golden(runs, k):
     _, _, (pcm_all, pcm) = runs[k]
     np.testing.assert_allclose(pcm_all, GOLDEN[f"s{k}_pcm_all"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(pcm, GOLDEN[f"s{k}_pcm"], atol=1e-4, rtol=0)
+
+
+def test_fewer_codebooks_and_speed_bias():
+    model = load_into(build_on_meta(lambda: TTSModel(CONFIG)),
+                      load_state_dict(FIXTURES / "tts_dev.safetensors")).eval()
+    tokenizer = sentencepiece.SentencePieceProcessor(
+        model_file=str(FIXTURES / "tts_dev_tokenizer.model"))
+    voice = load_voice(FIXTURES / "tts_dev_voice.safetensors")
+    generator = TTSGenerator(model, tokenizer, max_sessions=3, voice_length=voice.shape[-1])
+    text = [META["scripts"]["script0"]["text"]]
+    greedy = SamplingSettings.greedy()
+    requests = {0: TTSRequest(voices=(voice,), sampling=greedy),
+                1: TTSRequest(voices=(voice,), sampling=greedy, num_codebooks=6),
+                2: TTSRequest(voices=(voice,), sampling=greedy, padding_bonus=3.0)}
+    sessions = {slot: generator.start(slot, r, text) for slot, r in requests.items()}
+    outputs = {slot: [] for slot in requests}
+    running = list(requests)
+    while running:
+        for slot, out in zip(running, generator.step(running), strict=True):
+            outputs[slot].append(out)
+        running = [s for s in running if not outputs[s][-1].done]
+    frames = np.stack([o.frame for o in outputs[1] if o.frame is not None])
+    assert (frames[:, 6:] == -1).all() and (frames[:, :6] >= 0).all()
+    # The first audio frame is made before any missing codebook is fed back to the model:
+    # its first 6 codebooks are the full run's.
+    first = next(o.frame for o in outputs[0] if o.frame is not None)
+    np.testing.assert_array_equal(frames[0, :6], first[:6])
+    # A PAD bonus delays every new word: the script takes longer.
+    assert sessions[2].machine.end_step > sessions[0].machine.end_step
+    with pytest.raises(ValueError, match="num_codebooks"):
+        generator.check(TTSRequest(voices=(voice,), num_codebooks=17))
+    with pytest.raises(ValueError, match="shape"):
+        generator.check(TTSRequest(voices=(voice[..., :5],)))

@@ -8,6 +8,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, SamplingParams
 from services.core.grpc_server import ServerOptions, create_channel, create_server
@@ -31,6 +33,7 @@ def stub(tmp_path_factory):
     voices = tmp_path_factory.mktemp("voices")
     (voices / "dev").mkdir()
     shutil.copy(FIXTURES / "tts_dev_voice.safetensors", voices / "dev" / "voice.safetensors")
+    save_file({"speaker_wavs": torch.zeros(1, 32, 7)}, str(voices / "short.safetensors"))
     config = LMConfig.from_dict(json.loads((FIXTURES / "tts_dev.json").read_text())
                                 ["kyutai_config"])
     bundle = load_tts(FIXTURES / "tts_dev.safetensors", config=config)
@@ -113,6 +116,10 @@ def test_bad_inputs_get_clear_statuses_and_the_server_goes_on(stub):
     code, details = status(lambda: stub.Synthesize(
         tts_pb2.SynthesizeRequest(config=bad_voice, text="hi")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown voice" in details
+    short = tts_pb2.SynthesisConfig(**{**GREEDY, "voice": "short"})
+    code, details = status(lambda: stub.Synthesize(
+        tts_pb2.SynthesizeRequest(config=short, text="hi")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "shape" in details
     bad_cfg = tts_pb2.SynthesisConfig(**{**GREEDY, "cfg_coef": 2.2})
     code, details = status(lambda: stub.Synthesize(
         tts_pb2.SynthesizeRequest(config=bad_cfg, text="hi")))
@@ -139,4 +146,5 @@ def test_info_and_voices(stub):
     info = stub.GetInfo(tts_pb2.GetInfoRequest())
     assert info.max_codebooks == 16 and info.voice_conditioning
     assert info.audio_delay_seconds == pytest.approx(0.24)
-    assert stub.ListVoices(tts_pb2.ListVoicesRequest()).voices == ["dev/voice.safetensors"]
+    assert stub.ListVoices(tts_pb2.ListVoicesRequest()).voices == [
+        "dev/voice.safetensors", "short.safetensors"]
