@@ -75,7 +75,7 @@ def build_asr_service(checkpoint: str | None, hf_repo: str | None, codec=None,
 def _events_in_process(service, audio: np.ndarray, config) -> Iterator[dict]:
     """Events of an in-process session, printed as they come (a thread feeds the audio)."""
     session, splitter = service.open(config)
-    frames = list(splitter.push(audio.astype("<f4").tobytes())) + list(splitter.flush())
+    frames = list(splitter.push(audio.astype("<f4").tobytes())) + service.end_frames(splitter)
 
     def feed():
         for frame in frames:

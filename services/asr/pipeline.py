@@ -3,9 +3,9 @@
     client frames --send--> encoder ==codes==> [pump thread] --> ASR engine ==ticks==> events
     client markers ---------------------------> (in order, after the frames before them)
 
-The caller sends the silence prefix (``SttTiming``) before the client's audio; ``finish`` sends
-the flush silence after its last frame, then ``Flush`` closes the open word. The consumer gets
-``ASREvent``s.
+The caller sends the silence prefix and, after the client's audio, the flush silence
+(``SttTiming``); ``finish`` then sends ``Flush``, which closes the open word. The consumer
+gets ``ASREvent``s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from services.asr.stepper import ASRStream, ASRTick, Flush, Marker
 from services.asr.timing import SttTiming
 from services.asr.words import Word
-from services.core.constants import FRAME_RATE, FRAME_SIZE
+from services.core.constants import FRAME_RATE
 from services.core.engine import Engine, EngineError
 
 _FRAME, _END = "frame", "end"
@@ -67,8 +67,6 @@ class RecognitionSession:
         self._encoder.send(item)
 
     def finish(self) -> None:
-        for frame in np.zeros((self.timing.flush_frames(0), FRAME_SIZE), np.float32):
-            self.send(frame)
         self._order.put(_END)
         self._encoder.finish()
 

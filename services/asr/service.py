@@ -12,6 +12,7 @@ from services.asr.pipeline import ASREvent, Codec, RecognitionSession
 from services.asr.recognizer import Recognizer
 from services.asr.stepper import ASRStream, Marker, asr_engine
 from services.core import grpc_stream
+from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import FrameSplitter, encode_pcm
@@ -55,12 +56,18 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
         session = RecognitionSession(self.engine, self.codec, self.recognizer.num_codebooks,
                                      self.timing, ASRStream(sampling), config.interim_results,
                                      config.pause_probabilities)
-        prefix = np.zeros(round(self.timing.silence_prefix_seconds * config.sample_rate_hertz),
-                          np.float32)
-        for frame in splitter.push(encode_pcm(prefix, config.encoding)):
+        for frame in _silence(splitter, self.timing.silence_prefix_seconds):
             session.send(frame)
         splitter.samples_received = 0  # the prefix is not the client's audio
         return session, splitter
+
+    def end_frames(self, splitter: FrameSplitter) -> list[np.ndarray]:
+        """The last frames of a stream: the client's leftover samples followed by the flush
+        silence, a partial last frame dropped (as the reference frames a clip)."""
+        received = splitter.samples_received  # the flush is not the client's audio
+        frames = list(_silence(splitter, self.timing.flush_samples / SAMPLE_RATE))
+        splitter.samples_received = received
+        return frames
 
     # ---- GrpcService ------------------------------------------------------------------------
 
@@ -90,7 +97,7 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
     def Recognize(self, request, context):
         try:
             session, splitter = self.open(request.config)
-            frames = list(splitter.push(request.audio)) + list(splitter.flush())
+            frames = list(splitter.push(request.audio)) + self.end_frames(splitter)
         except CLIENT_ERRORS as error:
             abort(context, error)
         context.add_callback(session.close)
@@ -114,7 +121,13 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
 
         return grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session, to_inputs=to_inputs,
-            flush_inputs=lambda: list(opened[0][1].flush()), to_response=_response)
+            flush_inputs=lambda: self.end_frames(opened[0][1]), to_response=_response)
+
+
+def _silence(splitter: FrameSplitter, seconds: float) -> np.ndarray:
+    """Frames completed by ``seconds`` of silence pushed in the client's own format."""
+    zeros = np.zeros(round(seconds * splitter.sample_rate), np.float32)
+    return splitter.push(encode_pcm(zeros, splitter.encoding))
 
 
 def _word(word) -> asr_pb2.Word:

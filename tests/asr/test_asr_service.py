@@ -70,10 +70,11 @@ def server(request):
     codec.engine.stop()
 
 
-def clip(frames: int = 30) -> np.ndarray:
-    pcm = np.zeros((frames, 1920), np.float32)
-    pcm[:, 0] = np.random.default_rng(5).integers(1, 60, frames) / 1000
-    return pcm.reshape(-1)
+def clip(frames: int = 30, extra: int = 1000) -> np.ndarray:
+    """Whole frames plus ``extra`` samples (a partial last frame)."""
+    pcm = np.zeros((frames + 1, 1920), np.float32)
+    pcm[:, 0] = np.random.default_rng(5).integers(1, 60, frames + 1) / 1000
+    return pcm.reshape(-1)[:frames * 1920 + extra]
 
 
 CONFIG = asr_pb2.RecognitionConfig(encoding=PCM_F32LE, sample_rate_hertz=24000,
@@ -83,8 +84,10 @@ CONFIG = asr_pb2.RecognitionConfig(encoding=PCM_F32LE, sample_rate_hertz=24000,
 
 def in_process_words(model, pcm):
     recognizer = Recognizer(model, decode, 1, TIMING)
-    batch_codec = lambda wav: torch.from_numpy(np.stack(  # noqa: E731
-        [codes_of(f) for f in wav[0, 0].numpy().reshape(-1, 1920)], axis=1))[None]
+    def batch_codec(wav):
+        frames = wav[0, 0].numpy().reshape(-1, 1920)
+        return torch.from_numpy(np.stack([codes_of(f) for f in frames], axis=1))[None]
+
     codes = frame_codes(batch_codec, pcm, TIMING)
     return transcribe(recognizer, codes, sampling=SamplingSettings.greedy())
 
@@ -123,7 +126,7 @@ def test_unary_recognize(server):
     response = stub.Recognize(asr_pb2.RecognizeRequest(config=CONFIG, audio=pcm.tobytes()))
     expected = in_process_words(model, pcm)
     assert response.transcript == " ".join(w.text for w in expected)
-    assert response.audio_seconds == pytest.approx(0.8 * 2)
+    assert response.audio_seconds == pytest.approx((20 * 1920 + 1000) / 24000)
 
 
 def test_bad_inputs(server):
