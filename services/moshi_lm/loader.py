@@ -22,7 +22,7 @@ from services.core.checkpoint import (
 )
 from services.moshi_lm.config import LMConfig, preset
 from services.moshi_lm.model import LMModel
-from services.moshi_lm.quantize import QUANTIZE_MODES, quantize_int8
+from services.moshi_lm.quantize import QUANTIZE_MODES, pack_bf16, quantize_int8
 
 CONFIG_NAME = "config.json"
 DEFAULT_PRESET = "moshi_7b"  # repositories without config.json (moshiko, moshika)
@@ -71,13 +71,19 @@ def load_lm(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = N
     return prepare_for_inference(model, quantize)
 
 
-def prepare_for_inference(model: LMModel, quantize: str | None = None) -> LMModel:
+def prepare_for_inference(model: LMModel, quantize: str | None = None,
+                          pack: bool = True) -> LMModel:
+    """Eval mode, fused tables, and the fast CPU weight formats of ``quantize.py``: int8 for
+    the temporal transformer and text head when ``quantize="int8"``; with ``pack``, every
+    other bf16 linear weight on CPU in oneDNN's layout (bit-identical results)."""
     model.eval().requires_grad_(False)
     model.fuse_weights()
     if quantize == "int8":
-        dtype = torch.bfloat16
-        quantize_int8(model.transformer, dtype)
-        quantize_int8(model.text_linear, dtype)
+        quantize_int8(model.transformer)
+        quantize_int8(model.text_linear)
+    if pack:
+        for part in model.linear_parts():
+            pack_bf16(part)
     return model
 
 

@@ -90,6 +90,14 @@ class LMModel(nn.Module):
                 and self.emb[0].weight.data_ptr() == table.data_ptr()
                 and self.emb[-1].weight.data_ptr() == table[-self.cfg.card - 1:].data_ptr())
 
+    def linear_parts(self) -> list[nn.Module]:
+        """The submodules whose linear weights are only used through ``F.linear`` (candidates
+        for faster weight formats); the fused depformer input projections are not."""
+        parts = [self.transformer, self.text_linear, self.extra_heads]
+        if self.cfg.dep_q:
+            parts += [self.depformer, self.linears]
+        return parts
+
     # ---- temporal transformer -------------------------------------------------------------
 
     def embed(self, tokens: Tensor) -> Tensor:

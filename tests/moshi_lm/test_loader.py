@@ -175,3 +175,21 @@ def test_tokenizer_display_convention():
     with pytest.raises(CheckpointError, match="text_card"):
         TextTokenizer.for_checkpoint(
             LMConfig(text_card=100, tokenizer_name="tts_dev_tokenizer.model"), FIXTURES)
+
+
+def test_packed_bf16_weights_are_bit_identical():
+    from services.moshi_lm.loader import prepare_for_inference
+    from services.moshi_lm.quantize import PackedWeight
+
+    outputs, packed = [], []
+    for pack in (False, True):
+        model = prepare_for_inference(load_fixture("lm_dev", torch.float32).to(torch.bfloat16),
+                                      pack=pack)
+        packed.append(sum(isinstance(b, PackedWeight) for b in model.buffers()))
+        generator = LMGenerator(model)
+        state = generator.init_state(2, SamplingSettings(seed=4))
+        codes = torch.arange(16).view(2, 8) * 3
+        outputs.append([generator.step(state, codes, return_logits=True) for _ in range(5)])
+    assert packed[0] == 0 and packed[1] > 0
+    for a, b in zip(*outputs, strict=True):
+        assert torch.equal(a.text_logits, b.text_logits) and torch.equal(a.frame, b.frame)
