@@ -66,10 +66,12 @@ def measure(name: str, open_session, sessions: int, seconds: float, delay: int) 
             "rtf": wall / seconds}
 
 
-def spawn_server(threads: int, sessions: int) -> tuple[subprocess.Popen, str]:
+def spawn_server(threads: int, sessions: int, batch_window_ms: float
+                 ) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0",
-         "--threads", str(threads), "--max-sessions", str(sessions)],
+         "--threads", str(threads), "--max-sessions", str(sessions),
+         "--batch-window-ms", str(batch_window_ms)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
         text=True)
     port = None
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("-n", "--sessions", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0, help="audio per session")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
+    parser.add_argument("--batch-window-ms", type=float, default=10.0,
+                        help="engine batch window (spawned server and in-process)")
     parser.add_argument("--no-in-process", action="store_true",
                         help="skip the in-process comparison")
     args = parser.parse_args()
@@ -96,7 +100,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     process = None
     if args.server is None:
-        process, args.server = spawn_server(args.threads, args.sessions)
+        process, args.server = spawn_server(args.threads, args.sessions,
+                                            args.batch_window_ms)
     try:
         channel = create_channel(args.server)
         stub = dialogue_pb2_grpc.DialogueStub(channel)
@@ -105,7 +110,9 @@ def main() -> None:
             stub, dialogue_pb2.DialogueConfig(seed=i)), args.sessions, args.seconds, delay)]
         figures = stats_pb2_grpc.EngineStatsStub(channel).GetStats(stats_pb2.GetStatsRequest())
         if not args.no_in_process:
-            services = build_services(["dialogue"], ModelOptions(max_sessions=args.sessions))
+            options = ModelOptions(max_sessions=args.sessions,
+                                   batch_window=args.batch_window_ms / 1000)
+            services = build_services(["dialogue"], options)
             dialogue = services[-1]
             rows.append(measure("in-process", lambda i: dialogue.open(
                 dialogue_pb2.DialogueConfig(seed=i)), args.sessions, args.seconds, delay))
@@ -117,7 +124,8 @@ def main() -> None:
             process.wait()
 
     print(f"\n{args.sessions} concurrent sessions x {args.seconds:g} s, frames of {FRAME_MS} ms,"
-          f" model delay {delay} frame(s), torch threads {args.threads}")
+          f" model delay {delay} frame(s), torch threads {args.threads}, batch window "
+          f"{args.batch_window_ms:g} ms")
     print(f"{'mode':<12}{'frames':>8}{'RTT p50 ms':>12}{'RTT p99 ms':>12}{'RTF':>8}")
     for r in rows:
         print(f"{r['mode']:<12}{r['frames']:>8}{r['p50']:>12.1f}{r['p99']:>12.1f}"

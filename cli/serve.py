@@ -47,6 +47,7 @@ class ModelOptions:
     dtype: str = "float32"
     max_sessions: int = 8
     idle_timeout: float = 30.0
+    batch_window: float = 0.0  # seconds; see services.core.engine.Engine
 
     @property
     def builtin(self) -> bool:
@@ -89,7 +90,7 @@ def build_mimi_service(options: ModelOptions):
 
     # As many encoding and decoding streams as dialogues: a dialogue holds one of each.
     return MimiService.create(load_mimi_model(options), options.max_sessions,
-                              options.idle_timeout)
+                              options.idle_timeout, options.batch_window)
 
 
 def build_lm_service(options: ModelOptions):
@@ -98,7 +99,7 @@ def build_lm_service(options: ModelOptions):
 
     model, name, pieces = load_lm_model(options)
     return MoshiLMService.create(LMGenerator(model), name, options.max_sessions, pieces,
-                                 options.idle_timeout)
+                                 options.idle_timeout, options.batch_window)
 
 
 def text_pieces(cfg, checkpoint: str | None, hf_repo: str | None) -> list[str] | None:
@@ -186,6 +187,9 @@ def model_options(f):
               "many encoding and as many decoding streams (a dialogue holds one of each).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=30.0,
               show_default=True, help="Seconds without traffic before a stream is closed.")
+@click.option("--batch-window-ms", type=click.FloatRange(min=0), default=10.0,
+              show_default=True, help="How long a step may wait for the other sessions' "
+              "frames once one has arrived: fuller batches, fewer steps under load.")
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")
 @click.option("--lm-address", help="Dialogue: use the LM service at this address.")
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
@@ -196,8 +200,8 @@ def model_options(f):
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds running streams get to finish on shutdown.")
 def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
-          threads, max_sessions, idle_timeout, mimi_address, lm_address, auth_token,
-          tls_cert, tls_key, grace) -> None:
+          threads, max_sessions, idle_timeout, batch_window_ms, mimi_address, lm_address,
+          auth_token, tls_cert, tls_key, grace) -> None:
     """Serve Mimi, the Moshi LM and full-duplex dialogue over gRPC (health, reflection,
     stats: services.core.EngineStats/GetStats)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -207,7 +211,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
         torch.set_num_threads(threads)
     names = _parse_services(service_list)
     options = ModelOptions(hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
-                           max_sessions, idle_timeout)
+                           max_sessions, idle_timeout, batch_window_ms / 1000)
     services = build_services(names, options, mimi_address, lm_address, auth_token)
     server_options = ServerOptions(
         auth_token=auth_token,

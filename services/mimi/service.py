@@ -31,10 +31,12 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
         self.model, self.engine, self._owns_engine = model, engine, owns_engine
 
     @classmethod
-    def create(cls, model: MimiModel, max_sessions: int = 8,
-               idle_timeout: float = 30.0) -> MimiService:
-        """``max_sessions`` encoding plus ``max_sessions`` decoding streams (or unary calls)."""
-        return cls(model, mimi_engine(model, max_sessions, idle_timeout))
+    def create(cls, model: MimiModel, max_sessions: int = 8, idle_timeout: float = 30.0,
+               batch_window: float = 0.0) -> MimiService:
+        """``max_sessions`` encoding plus ``max_sessions`` decoding streams (or unary calls);
+        ``batch_window``: see ``Engine``."""
+        return cls(model, mimi_engine(model, max_sessions, idle_timeout,
+                                      batch_window=batch_window))
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------
 

@@ -103,8 +103,11 @@ class MimiStepper:
 
 
 def mimi_engine(model: MimiModel, max_streams: int, idle_timeout: float = 30.0,
-                max_queue: int = 8) -> Engine:
+                max_queue: int = 8, batch_window: float = 0.0) -> Engine:
     """A started engine serving ``max_streams`` encoding and ``max_streams`` decoding
-    sessions of ``model`` (open them with ``among=stepper.encoder_slots`` / ``decoder_slots``)."""
-    return Engine("mimi", MimiStepper(model, max_streams), 2 * max_streams,
-                  max_queue=max_queue, idle_timeout=idle_timeout).start()
+    sessions of ``model`` (open them with ``among=stepper.encoder_slots`` / ``decoder_slots``);
+    encoders and decoders batch separately, so neither waits for the other."""
+    stepper = MimiStepper(model, max_streams)
+    return Engine("mimi", stepper, 2 * max_streams, max_queue=max_queue,
+                  idle_timeout=idle_timeout, batch_window=batch_window,
+                  groups=[stepper.encoder_slots, stepper.decoder_slots]).start()

@@ -46,9 +46,10 @@ class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
 
     @classmethod
     def create(cls, generator: LMGenerator, model_name: str, max_sessions: int = 8,
-               pieces: Sequence[str] | None = None, idle_timeout: float = 30.0
-               ) -> MoshiLMService:
-        engine = lm_engine(generator, max_sessions, pieces, idle_timeout)
+               pieces: Sequence[str] | None = None, idle_timeout: float = 30.0,
+               batch_window: float = 0.0) -> MoshiLMService:
+        engine = lm_engine(generator, max_sessions, pieces, idle_timeout,
+                           batch_window=batch_window)
         return cls(generator, engine, model_name)
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------

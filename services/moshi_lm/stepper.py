@@ -107,10 +107,10 @@ class LMStepper:
 
 
 def lm_engine(generator: LMGenerator, max_sessions: int, pieces: Sequence[str] | None = None,
-              idle_timeout: float = 30.0, max_queue: int = 8, max_delay: int | None = None
-              ) -> Engine:
+              idle_timeout: float = 30.0, max_queue: int = 8, max_delay: int | None = None,
+              batch_window: float = 0.0) -> Engine:
     """A started engine serving LM sessions of ``generator``'s model; ``max_delay`` bounds
     the delays its sessions may bring (default: the checkpoint's)."""
     stepper = LMStepper(generator, max_sessions, pieces, max_delay)
     return Engine("moshi_lm", stepper, max_sessions, max_queue=max_queue,
-                  idle_timeout=idle_timeout).start()
+                  idle_timeout=idle_timeout, batch_window=batch_window).start()

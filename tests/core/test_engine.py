@@ -128,3 +128,24 @@ def test_slot_ranges_have_their_own_capacity(engine):
     assert engine.open(among=range(1, 3)).slot == 1
     first.close()
     assert engine.open(among=range(0, 1)).slot == 0
+
+
+def test_a_group_waits_for_its_other_sessions_not_for_other_groups():
+    stepper = RunningSum(3)
+    engine = Engine("toy", stepper, 3, batch_window=0.3,
+                    groups=[range(0, 2), range(2, 3)]).start()
+    try:
+        a, b, other = engine.open(), engine.open(), engine.open()
+        a.send(1)
+        other.send(7)  # alone in its group: stepped at once
+        assert other.receive(timeout=0.2) == 7
+        time.sleep(0.05)
+        b.send(2)  # within a's window: a and b go in one step
+        assert (a.receive(timeout=1), b.receive(timeout=1)) == (1, 2)
+        assert stepper.batches == [1, 2]
+        a.send(3)  # b sends nothing more: a goes alone once the window is over
+        started = time.monotonic()
+        assert a.receive(timeout=1) == 4
+        assert time.monotonic() - started >= 0.25
+    finally:
+        engine.stop()
