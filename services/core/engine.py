@@ -372,7 +372,12 @@ class Engine:
             joining, self._joining = self._joining, []
             sessions = list(self._sessions.values())
         if joining:
-            self.stepper.start([s.slot for s in joining], [s.config for s in joining])
+            try:
+                self.stepper.start([s.slot for s in joining], [s.config for s in joining])
+            except Exception as exc:  # a bug (configs are validated before open): keep serving
+                log.exception("%s engine start failed", self.name)
+                for session in joining:
+                    session.close(EngineFailure(f"{self.name} session start failed: {exc}"))
         due, wait = self._due_groups(sessions)
         batch = [(s, item) for s in sessions if self._group_of[s.slot] in due
                  and (item := s._take()) is not _EMPTY]

@@ -15,6 +15,8 @@ class RunningSum:
         self.batches: list[int] = []
 
     def start(self, slots, configs):
+        if "boom" in configs:
+            raise ValueError("boom")
         for slot, config in zip(slots, configs, strict=True):
             self.total[slot], self.offset[slot] = 0, config or 0
 
@@ -98,6 +100,10 @@ def test_a_failing_step_ends_its_session_and_the_engine_goes_on(engine):
     with pytest.raises(EngineFailure):
         bad.receive(timeout=5)
     assert run(engine.open(), [2, 3]) == [2, 5]
+    bad_start = engine.open(config="boom")
+    with pytest.raises(EngineFailure):
+        bad_start.receive(timeout=5)
+    assert run(engine.open(), [4]) == [4]
 
 
 def test_unread_outputs_hold_the_session_back_not_the_engine(engine):
