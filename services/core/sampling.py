@@ -115,16 +115,18 @@ def sample(logits: Tensor, params: SamplingParams,
     if not params.any_random:
         return greedy
     vocab = logits.shape[-1]
-    temperature = torch.where(params.temperature > 0, params.temperature, 1.0)
-    values = logits / temperature[:, None]
+    temperature = torch.where(params.temperature > 0, params.temperature, 1.0)[:, None]
     if params.any_top_k:
+        # Dividing by a positive temperature keeps the order: pick candidates first, then
+        # scale only them.
         candidates = min(params.max_top_k or vocab, vocab)
-        values, indices = values.topk(candidates, dim=-1)
+        values, indices = logits.topk(candidates, dim=-1)
         # Rows with a smaller k (or none: the whole vocabulary) drop the extra candidates.
         row_k = torch.where(params.top_k > 0, params.top_k, vocab)
         rank = torch.arange(candidates, device=logits.device)
-        values = values.masked_fill(rank >= row_k[:, None], -torch.inf)
+        values = (values / temperature).masked_fill(rank >= row_k[:, None], -torch.inf)
     else:
+        values = logits / temperature
         indices = torch.arange(vocab, device=logits.device).expand_as(values)
     if not isinstance(noise, (HashedNoise, GeneratorNoise)):
         noise = noise()
