@@ -45,10 +45,14 @@ class DelayedTextASR:
     def inputs(self, frames: np.ndarray) -> list[LMInput]:
         """Code frames [T, >= dep_q] of the audio -> the session's step inputs (the first
         frame twice)."""
-        forced = np.full((len(frames), 1 + self.cfg.dep_q), UNGENERATED_TOKEN, np.int64)
-        forced[:, 1:] = frames[:, :self.cfg.dep_q]
-        rows = [forced[0], *forced]
-        return [LMInput(user_codes=self.silence, forced=row) for row in rows]
+        return [x for i, codes in enumerate(frames) for x in self.step_inputs(codes, i == 0)]
+
+    def step_inputs(self, codes: np.ndarray, first: bool) -> list[LMInput]:
+        """The step input(s) of one code frame [>= dep_q]; two for the first frame."""
+        forced = np.full(1 + self.cfg.dep_q, UNGENERATED_TOKEN, np.int64)
+        forced[1:] = codes[:self.cfg.dep_q]
+        step = LMInput(user_codes=self.silence, forced=forced)
+        return [step, step] if first else [step]
 
     def flush_frames(self) -> int:
         """Silent frames to feed after the audio so every frame's text comes out."""

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.asr.stepper import ASRStream, ASRTick, Flush, Marker
+from services.asr.stepper import ASRTick, Flush, Marker
 from services.asr.timing import SttTiming
 from services.asr.words import Word
 from services.core.constants import FRAME_RATE
-from services.core.engine import Engine, EngineError
+from services.core.engine import EngineError
 
 _FRAME, _END = "frame", "end"
 
@@ -44,12 +44,14 @@ class Codec(Protocol):
 
 
 class RecognitionSession:
-    """Takes 1920-sample float32 frames (24 kHz) and Markers; yields ASREvents."""
+    """Takes 1920-sample float32 frames (24 kHz) and Markers; yields ASREvents. ``asr`` is an
+    opened stream of code frames -> ASRTicks: an ASR engine session, or an
+    ``LMRecognitionStream`` on a Moshi LM's engine."""
 
-    def __init__(self, engine: Engine, codec: Codec, num_codebooks: int, timing: SttTiming,
-                 stream: ASRStream, interim: bool = True, pauses: bool = False):
+    def __init__(self, asr: Any, codec: Codec, num_codebooks: int, timing: SttTiming,
+                 interim: bool = True, pauses: bool = False):
         self.timing, self.interim, self.pauses = timing, interim, pauses
-        self._asr = engine.open(stream)
+        self._asr = asr
         try:
             self._encoder = codec.open_encoder(num_codebooks)
         except EngineError:

@@ -4,19 +4,25 @@ codec (the Mimi service's encoder sessions)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from services.asr import asr_pb2, asr_pb2_grpc
+from services.asr.delayed_text import DelayedTextASR
+from services.asr.lm_stream import LMRecognitionStream
 from services.asr.pipeline import ASREvent, Codec, RecognitionSession
 from services.asr.recognizer import Recognizer
 from services.asr.stepper import ASRStream, Marker, asr_engine
+from services.asr.timing import SttTiming
 from services.core import grpc_stream
 from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import FrameSplitter, encode_pcm
+from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
+from services.moshi_lm.model import LMModel
 from services.moshi_lm.service import MAX_SEED, _sampling
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["SpeechRecognition"].full_name
@@ -25,22 +31,37 @@ SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["SpeechRecognition"].full_nam
 class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
     name = SERVICE_NAME
 
-    def __init__(self, recognizer: Recognizer, engine: Engine, codec: Codec, model_name: str):
-        self.recognizer, self.engine, self.codec = recognizer, engine, codec
-        self.model_name, self.cfg = model_name, recognizer.model.cfg
-        self.defaults = SamplingSettings.from_lm_gen_config(self.cfg.lm_gen_config)
+    def __init__(self, engine: Engine, codec: Codec, model_name: str, cfg: LMConfig,
+                 timing: SttTiming, num_codebooks: int,
+                 open_stream: Callable[[SamplingSettings], Any], owns_engine: bool = True):
+        """``open_stream(settings)`` opens a stream of code frames [num_codebooks] ->
+        ASRTicks on ``engine``."""
+        self.engine, self.codec, self.model_name, self.cfg = engine, codec, model_name, cfg
+        self.timing, self.num_codebooks = timing, num_codebooks
+        self._open_stream, self._owns_engine = open_stream, owns_engine
+        self.defaults = SamplingSettings.from_lm_gen_config(cfg.lm_gen_config)
 
     @classmethod
-    def create(cls, model, decode: Callable[[Sequence[int]], str], codec: Codec,
-               model_name: str, max_sessions: int = 8, timing=None,
+    def create(cls, model: LMModel, decode: Callable[[Sequence[int]], str], codec: Codec,
+               model_name: str, max_sessions: int = 8, timing: SttTiming | None = None,
                idle_timeout: float = 30.0) -> ASRService:
+        """On a Kyutai STT model (dep_q = 0), with its own engine."""
         recognizer = Recognizer(model, decode, max_sessions, timing)
-        return cls(recognizer, asr_engine(recognizer, max_sessions, idle_timeout), codec,
-                   model_name)
+        engine = asr_engine(recognizer, max_sessions, idle_timeout)
+        return cls(engine, codec, model_name, model.cfg, recognizer.timing,
+                   recognizer.num_codebooks, lambda s: engine.open(ASRStream(s)))
 
-    @property
-    def timing(self):
-        return self.recognizer.timing
+    @classmethod
+    def on_lm_engine(cls, engine: Engine, cfg: LMConfig,
+                     decode: Callable[[Sequence[int]], str], codec: Codec, model_name: str,
+                     text_delay_frames: int, silence: np.ndarray) -> ASRService:
+        """On a Moshi-architecture LM's engine (shared with its dialogue sessions), the text
+        delayed ``text_delay_frames`` behind the audio; ``silence``: codes of a silent frame
+        for the user's streams. The engine's max_delay must allow the delay."""
+        mode = DelayedTextASR(cfg, text_delay_frames, silence)
+        return cls(engine, codec, model_name, cfg,
+                   SttTiming.from_text_delay_frames(text_delay_frames), cfg.dep_q,
+                   lambda s: LMRecognitionStream(engine, mode, s, decode), owns_engine=False)
 
     def open(self, config: asr_pb2.RecognitionConfig) -> tuple[RecognitionSession,
                                                                FrameSplitter]:
@@ -53,8 +74,8 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
             raise InvalidInput(f"seed must be below 2**63, got {seed}")
         splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)
         sampling = SamplingSettings(temperature, top_k, seed=seed)
-        session = RecognitionSession(self.engine, self.codec, self.recognizer.num_codebooks,
-                                     self.timing, ASRStream(sampling), config.interim_results,
+        session = RecognitionSession(self._open_stream(sampling), self.codec,
+                                     self.num_codebooks, self.timing, config.interim_results,
                                      config.pause_probabilities)
         for frame in _silence(splitter, self.timing.silence_prefix_seconds):
             session.send(frame)
@@ -75,14 +96,15 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
         asr_pb2_grpc.add_SpeechRecognitionServicer_to_server(self, server)
 
     def engines(self) -> list[Engine]:
-        return [self.engine]
+        return [self.engine] if self._owns_engine else []
 
     def warm_up(self) -> None:
         session, _ = self.open(asr_pb2.RecognitionConfig(encoding=2, sample_rate_hertz=24000))
         run_session(session, np.zeros((2, 1920), np.float32))
 
     def close(self) -> None:
-        self.engine.stop()
+        if self._owns_engine:
+            self.engine.stop()
 
     # ---- RPCs -------------------------------------------------------------------------------
 

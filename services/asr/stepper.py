@@ -69,7 +69,7 @@ class ASRStepper:
             for (slot, _), out in zip(coded, outs, strict=True):
                 self._frames[slot] += 1
                 if slot in early:
-                    out = _merge(early[slot], out)
+                    out = merge_outputs(early[slot], out)
                 ticks[slot] = ASRTick(out, frames=self._frames[slot])
         for slot, item in zip(slots, inputs, strict=True):
             if isinstance(item, Marker):
@@ -80,7 +80,8 @@ class ASRStepper:
         return [ticks[s] for s in slots]
 
 
-def _merge(a: ASROutput, b: ASROutput) -> ASROutput:
+def merge_outputs(a: ASROutput, b: ASROutput) -> ASROutput:
+    """Two consecutive steps' outputs as one."""
     return ASROutput(b.token, a.words + b.words, b.pauses, a.speech_started or b.speech_started,
                      a.end_of_turn or b.end_of_turn)
 
