@@ -1,0 +1,99 @@
+"""Mimi speed: the published (full) config with random weights, fp32.
+
+    python bench/bench_mimi.py                 # CPU, 2 threads, the issue's setting
+    python bench/bench_mimi.py --frames 500 --sessions 4 --device cuda
+
+Measures batch encode and batch decode of 10 s of audio, and streaming encode + decode of one
+80 ms frame at a time (p50 / p99 per frame, real-time factor = time per frame / 80 ms), and
+prints them beside the targets of issue 2. On a shared machine the numbers are noisy: the
+best-of and the percentiles are both shown.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import click
+import torch
+
+from services.core.constants import FRAME_MS
+from services.mimi import build_random_mimi
+
+# Issue 2: Kyutai's PyTorch code on these machines, and the targets (seconds / milliseconds).
+REFERENCE = {"batch encode 10 s": 0.65, "batch decode 10 s": 0.76, "stream p50": 85.0,
+             "stream p99": 110.0}
+TARGET = {"batch encode 10 s": 0.43, "batch decode 10 s": 0.50, "stream p50": 40.0,
+          "stream p99": 60.0}
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@click.command()
+@click.option("--threads", default=2, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seconds", default=10.0, show_default=True, help="Audio length of batch calls.")
+@click.option("--repeats", default=5, show_default=True, help="Batch calls timed.")
+@click.option("--frames", default=200, show_default=True, help="Streaming frames timed.")
+@click.option("--sessions", default=1, show_default=True, help="Streaming batch size.")
+@click.option("--num-codebooks", default=8, show_default=True)
+@torch.inference_mode()
+def main(threads: int, device: str, seconds: float, repeats: int, frames: int, sessions: int,
+         num_codebooks: int) -> None:
+    torch.set_num_threads(threads)
+    model = build_random_mimi("mimi_202407", seed=0, device=device, num_codebooks=num_codebooks)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    g = torch.Generator().manual_seed(0)
+    wav = (0.1 * torch.randn(1, 1, int(seconds * model.sample_rate), generator=g)).to(device)
+
+    codes = model.encode(wav)  # warm-up, and the codes to decode
+    model.decode(codes)
+    encode = _timed(lambda: (model.encode(wav), sync()), repeats)
+    decode = _timed(lambda: (model.decode(codes), sync()), repeats)
+
+    pcm = (0.1 * torch.randn(sessions, 1, model.frame_size * (frames + 10),
+                             generator=g)).to(device)
+    enc, dec = model.init_encoder_state(sessions), model.init_decoder_state(sessions)
+    per_frame = []
+    for i, frame in enumerate(pcm.split(model.frame_size, dim=-1)):
+        start = time.perf_counter()
+        model.decode_step(model.encode_step(frame, enc), dec)
+        sync()
+        if i >= 10:  # the first calls allocate and warm caches up
+            per_frame.append(1e3 * (time.perf_counter() - start))
+
+    rows = [
+        ("batch encode 10 s", "s", statistics.median(encode), min(encode)),
+        ("batch decode 10 s", "s", statistics.median(decode), min(decode)),
+        ("stream p50", "ms", _percentile(per_frame, 0.5), min(per_frame)),
+        ("stream p99", "ms", _percentile(per_frame, 0.99), min(per_frame)),
+    ]
+    scale = seconds / 10.0
+    click.echo(f"Mimi mimi_202407, random weights, {device}, float32, {threads} threads, "
+               f"{num_codebooks} codebooks, streaming batch {sessions}")
+    click.echo(f"{'':20} {'median':>9} {'best':>9} {'target':>9} {'Kyutai':>9}")
+    for name, unit, median, best in rows:
+        ref_scale = scale if unit == "s" else 1.0
+        click.echo(f"{name:20} {median:8.3f}{unit:1} {best:8.3f}{unit:1} "
+                   f"{TARGET[name] * ref_scale:8.3f}{unit:1} {REFERENCE[name] * ref_scale:8.3f}"
+                   f"{unit:1}")
+    mean = statistics.fmean(per_frame)
+    click.echo(f"streaming: mean {mean:.1f} ms per {FRAME_MS} ms frame, real-time factor "
+               f"{mean / FRAME_MS:.2f} (p50 {rows[2][2] / FRAME_MS:.2f}); "
+               f"{len(per_frame)} frames x {sessions} sessions")
+
+
+if __name__ == "__main__":
+    main()
