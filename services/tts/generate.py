@@ -34,7 +34,7 @@ from services.core.constants import FRAME_RATE, UNGENERATED_TOKEN, ZERO_TOKEN
 from services.core.sampling import HashedNoise, sample, session_keys
 from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.tts.model import TTSConfig, TTSModel
-from services.tts.script import ScriptBuilder, TextTokenizer
+from services.tts.script import ScriptBuilder, TextTokenizer, prepare_script
 from services.tts.state_machine import WordStateMachine
 
 DROPPED_FRAMES = 2  # first decoded audio frames left out of the output (a start-up click)
@@ -167,8 +167,9 @@ class TTSGenerator:
 
     def start(self, slot: int, request: TTSRequest, turns: Sequence[str] = (),
               end_of_input: bool = True) -> TTSSession:
-        """(Re)starts ``slot``: fresh state, the request's conditions, and the text so far
-        (more with ``TTSSession.push_text`` unless ``end_of_input``)."""
+        """(Re)starts ``slot``: fresh state, the request's conditions, and the script so far,
+        one string per turn. Unless ``end_of_input``, more text comes with
+        ``TTSSession.push_text``, as the next turn."""
         cfg, tts = self.model.cfg, self.tts
         self.check(request)
         self._active.zero_()
@@ -180,22 +181,12 @@ class TTSGenerator:
         self.model.set_conditions(self.state.transformer, conditions, index)
         self._num_codebooks[slot] = request.num_codebooks or cfg.dep_q
         self._padding_bonus[slot] = request.padding_bonus
-        machine = WordStateMachine(tts.state_machine(cfg.text_card))
-        session = TTSSession(machine, None, tts, request)
-        for i, turn in enumerate(turns):
-            session.builder = ScriptBuilder(self.tokenizer, i, tts.padding_between,
-                                            tts.multi_speaker)
-            machine.add(session.builder.push(turn) + session.builder.finish())
-        if not turns:
-            session.builder = ScriptBuilder(self.tokenizer, 0, tts.padding_between,
-                                            tts.multi_speaker)
-        if end_of_input:
-            machine.end_input()
-        self.sessions[slot] = session
-        return session
-
-    def release(self, slot: int) -> None:
-        self.sessions[slot] = None
+        entries = prepare_script(turns, self.tokenizer, tts.padding_between, tts.multi_speaker)
+        machine = WordStateMachine(tts.state_machine(cfg.text_card), entries, end_of_input)
+        builder = ScriptBuilder(self.tokenizer, len(turns), tts.padding_between,
+                                tts.multi_speaker)
+        self.sessions[slot] = TTSSession(machine, builder, tts, request)
+        return self.sessions[slot]
 
     @torch.inference_mode()
     def step(self, slots: Sequence[int]) -> list[TTSOutput]:

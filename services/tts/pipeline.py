@@ -119,12 +119,3 @@ class SynthesisSession:
                 self._tts.send(None)
         except EngineError:  # the session ended (closed, cancelled): the consumer knows why
             return
-
-
-def synthesize(session: SynthesisSession) -> tuple[np.ndarray, list[Word]]:
-    """Every chunk of a session (whose text has ended) joined: audio and words."""
-    audio, words = [], []
-    for chunk in session:
-        audio.append(chunk.audio)
-        words += chunk.words
-    return (np.concatenate(audio) if audio else np.zeros(0, np.float32)), words
