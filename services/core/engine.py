@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -412,10 +412,11 @@ class Engine:
                                       f"{self.idle_timeout:g} s"))
 
 
-def run_session(session: Any, items: Iterable[Any]) -> list[Any]:
+def run_session(session: Any, items: Iterable[Any],
+                on_output: Callable[[Any], None] | None = None) -> list[Any]:
     """Feeds ``items`` to a session (or anything with send/finish/iteration/close) from a
-    thread while collecting its outputs here, so long inputs never dead-lock on full queues;
-    closes the session at the end."""
+    thread while collecting its outputs here (each also handed to ``on_output`` as it
+    arrives), so long inputs never dead-lock on full queues; closes the session at the end."""
     failure: list[BaseException] = []
 
     def feed() -> None:
@@ -428,8 +429,12 @@ def run_session(session: Any, items: Iterable[Any]) -> list[Any]:
 
     feeder = threading.Thread(target=feed, name="session-feeder", daemon=True)
     feeder.start()
+    outputs = []
     try:
-        outputs = list(session)
+        for output in session:
+            if on_output is not None:
+                on_output(output)
+            outputs.append(output)
     finally:
         session.close()
         feeder.join()

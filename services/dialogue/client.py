@@ -5,7 +5,6 @@ and by the benchmark; works on a gRPC stub or on an in-process ``DialogueService
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
 
@@ -76,36 +75,12 @@ def converse(session, audio: np.ndarray, model_delay: int, realtime: bool = True
             sent_at.append(time.monotonic())
             yield frame
 
-    received, received_at = [], []
-    lock = threading.Lock()
+    received_at: list[float] = []
 
-    def collect(frame: DialogueFrame) -> None:
-        with lock:
-            received_at.append(time.monotonic())
-            received.append(frame)
+    def arrived(frame: DialogueFrame) -> None:
+        received_at.append(time.monotonic())
         if on_frame is not None:
             on_frame(frame)
 
-    run_session(_Observed(session, collect), paced())
-    return Conversation(received, sent_at, received_at, model_delay)
-
-
-class _Observed:
-    """A session whose outputs are also handed to a callback as they arrive."""
-
-    def __init__(self, session, callback: Callable[[DialogueFrame], None]):
-        self._session, self._callback = session, callback
-
-    def send(self, item) -> None:
-        self._session.send(item)
-
-    def finish(self) -> None:
-        self._session.finish()
-
-    def close(self, error=None) -> None:
-        self._session.close(error)
-
-    def __iter__(self):
-        for frame in self._session:
-            self._callback(frame)
-            yield frame
+    replies = run_session(session, paced(), on_output=arrived)
+    return Conversation(replies, sent_at, received_at, model_delay)
