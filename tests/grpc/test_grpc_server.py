@@ -5,14 +5,19 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE
-from services.core.grpc_server import ServerOptions, create_channel, create_server
+from services.core.grpc_server import (
+    ServerOptions,
+    create_channel,
+    create_server,
+    set_health,
+)
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.service import MimiService
 
@@ -134,6 +139,24 @@ def test_tls(tiny_mimi):
             assert info.frame_size == 1920
         with create_channel(f"localhost:{port}") as plain, pytest.raises(grpc.RpcError):
             mimi_pb2_grpc.MimiStub(plain).GetInfo(mimi_pb2.GetInfoRequest(), timeout=2)
+    finally:
+        server.stop(None)
+        service.close()
+
+
+def test_health_is_not_serving_until_warmed_up(tiny_mimi):
+    service = MimiService.create(tiny_mimi, max_sessions=1)
+    servicer = health.HealthServicer()
+    server, port = create_server([service], "127.0.0.1:0", health_servicer=servicer,
+                                 warm_up=False)
+    try:
+        with create_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest(service="services.mimi.Mimi")
+            assert stub.Check(check).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            service.warm_up()
+            set_health(servicer, [service], serving=True)
+            assert stub.Check(check).status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(None)
         service.close()
