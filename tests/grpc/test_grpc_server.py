@@ -160,3 +160,15 @@ def test_health_is_not_serving_until_warmed_up(tiny_mimi):
     finally:
         server.stop(None)
         service.close()
+
+
+def test_an_idle_stream_is_closed_and_its_slot_freed(start_server, tiny_mimi):
+    service = MimiService.create(tiny_mimi, max_sessions=1, idle_timeout=0.4)
+    stub = mimi_pb2_grpc.MimiStub(start_server([service]).channel)
+    stream = OpenStream(stub)
+    assert stream.frame().frame_index == 0  # then silence from the client
+    with pytest.raises(grpc.RpcError) as error:
+        next(stream.call)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "idle" in error.value.details()
+    assert service.engine.stats().active_sessions == 0
