@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
 from services.core.constants import FRAME_RATE
-from services.core.engine import Engine, EngineError
-from services.tts.generate import TTSRequest, Word
-from services.tts.stepper import TextInbox, TTSStream
+from services.core.engine import EngineError
+from services.tts.generate import Word
+from services.tts.stepper import TextInbox
 
 WAIT_POLL_SECONDS = 0.5  # a waiting ticker re-checks this often even without news
 
@@ -44,11 +44,13 @@ class SynthesisSession:
     """Holds a TTS slot and a codec slot until it ends. ``push_text`` / ``end_text`` from any
     thread; iterate from one consumer thread."""
 
-    def __init__(self, engine: Engine, codec: Codec, request: TTSRequest, num_codebooks: int,
-                 text: str = "", end_of_input: bool = False):
+    def __init__(self, open_stream: Callable[[TextInbox], Any], codec: Codec,
+                 num_codebooks: int, text: str = "", end_of_input: bool = False):
+        """``open_stream(inbox)`` opens a stream of ticks -> TTSTicks reading its text from
+        ``inbox``: a TTS engine session, or an ``LMSynthesisStream`` on a Moshi LM."""
         self.inbox = TextInbox(text, end_of_input)
         self.num_codebooks = num_codebooks
-        self._tts = engine.open(TTSStream(request, self.inbox))
+        self._tts = open_stream(self.inbox)
         try:
             self._decoder = codec.open_decoder(num_codebooks)
         except EngineError:

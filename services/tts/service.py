@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from services.core import grpc_stream
@@ -15,14 +16,18 @@ from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import PcmError, check_encoding, check_sample_rate, encode_pcm
+from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.service import MAX_SEED, _sampling
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.conditioning import list_voices, load_voice, resolve_voice
+from services.tts.delayed_audio import DelayedAudioTTS
 from services.tts.generate import TTSGenerator, TTSRequest
+from services.tts.lm_stream import LMSynthesisBackend
 from services.tts.loading import TTSBundle
 from services.tts.pipeline import Codec, SynthesisChunk, SynthesisSession
-from services.tts.stepper import tts_engine
+from services.tts.script import TextTokenizer
+from services.tts.stepper import EngineBackend, tts_engine
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["SpeechSynthesis"].full_name
 DEFAULT_CFG = 2.0
@@ -31,11 +36,11 @@ DEFAULT_CFG = 2.0
 class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
     name = SERVICE_NAME
 
-    def __init__(self, bundle: TTSBundle, generator: TTSGenerator, engine: Engine,
-                 codec: Codec, voices_dir: str | os.PathLike | None = None,
+    def __init__(self, backend: EngineBackend | LMSynthesisBackend, codec: Codec,
+                 voices_dir: str | os.PathLike | None = None,
                  default_voice: torch.Tensor | None = None):
-        self.bundle, self.generator, self.engine, self.codec = bundle, generator, engine, codec
-        self.cfg = bundle.model.cfg
+        self.backend, self.codec, self.cfg = backend, codec, backend.cfg
+        self.engine = backend.engine
         self.voices_dir, self.default_voice = voices_dir, default_voice
         self.defaults = SamplingSettings.from_lm_gen_config(self.cfg.lm_gen_config)
         self._voices: dict[str, torch.Tensor] = {}
@@ -45,15 +50,27 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                voices_dir: str | os.PathLike | None = None,
                default_voice: torch.Tensor | None = None, voice_length: int | None = None,
                idle_timeout: float = 30.0) -> TTSService:
+        """On a Kyutai TTS model, with its own engine."""
         length = voice_length or (default_voice.shape[-1] if default_voice is not None else None)
         generator = TTSGenerator(bundle.model, bundle.tokenizer, max_sessions, length)
         engine = tts_engine(generator, max_sessions, idle_timeout)
-        return cls(bundle, generator, engine, codec, voices_dir, default_voice)
+        return cls(EngineBackend(generator, engine, bundle.name), codec, voices_dir,
+                   default_voice)
+
+    @classmethod
+    def on_lm_engine(cls, engine: Engine, cfg: LMConfig, tokenizer: TextTokenizer,
+                     codec: Codec, name: str, audio_delay_frames: int,
+                     silence: np.ndarray) -> TTSService:
+        """On a Moshi-architecture LM's engine (shared with its dialogue sessions), the audio
+        delayed ``audio_delay_frames`` behind the forced text; ``silence``: codes of a silent
+        frame for the user's streams. The engine's max_delay must allow the delay."""
+        mode = DelayedAudioTTS(cfg, audio_delay_frames, silence)
+        return cls(LMSynthesisBackend(engine, mode, tokenizer, name), codec)
 
     # ---- sessions ---------------------------------------------------------------------------
 
     def request(self, config: tts_pb2.SynthesisConfig) -> TTSRequest:
-        """A validated config as the generator's request (InvalidInput says what is wrong)."""
+        """A validated config as a request (InvalidInput says what is wrong)."""
         d, cfg = self.defaults, self.cfg
         text = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
                          cfg.text_vocab, "text")
@@ -63,9 +80,7 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         if seed > MAX_SEED:
             raise InvalidInput(f"seed must be below 2**63, got {seed}")
         cfg_coef = config.cfg_coef if config.HasField("cfg_coef") else DEFAULT_CFG
-        lut = getattr(self.bundle.model, "condition_provider", None)
-        allowed = lut.conditioners["cfg"].possible_values if lut is not None \
-            and "cfg" in lut.conditioners else None
+        allowed = self.backend.cfg_values
         if allowed is not None and f"{cfg_coef:.1f}" not in allowed:
             raise InvalidInput(f"cfg_coef must be one of {', '.join(allowed)}, got {cfg_coef}")
         n_q = config.num_codebooks or cfg.dep_q
@@ -73,12 +88,14 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
             raise InvalidInput(f"num_codebooks must be in 1..{cfg.dep_q} (0 = all), got {n_q}")
         if not math.isfinite(config.speed_bias) or abs(config.speed_bias) > 10:
             raise InvalidInput(f"speed_bias must be in [-10, 10], got {config.speed_bias}")
+        voice = self._voice(config.voice) if self.backend.voice_conditioning or config.voice \
+            else None
         request = TTSRequest(
-            voices=(self._voice(config.voice),), cfg_coef=cfg_coef,
+            voices=(voice,), cfg_coef=cfg_coef,
             sampling=SamplingSettings(text[0], text[1], audio[0], audio[1], seed),
             num_codebooks=n_q, padding_bonus=config.speed_bias)
         try:
-            self.generator.check(request)
+            self.backend.check(request)
         except ValueError as error:
             raise InvalidInput(str(error)) from None
         return request
@@ -86,8 +103,8 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
     def open(self, config: tts_pb2.SynthesisConfig, text: str = "",
              end_of_input: bool = False) -> SynthesisSession:
         request = self.request(config)
-        return SynthesisSession(self.engine, self.codec, request, request.num_codebooks, text,
-                                end_of_input)
+        return SynthesisSession(lambda inbox: self.backend.open_stream(request, inbox),
+                                self.codec, request.num_codebooks, text, end_of_input)
 
     def _voice(self, name: str) -> torch.Tensor | None:
         if not name:
@@ -101,7 +118,7 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                 voice = load_voice(resolve_voice(self.voices_dir, name))
             except (FileNotFoundError, ValueError) as error:
                 raise InvalidInput(str(error)) from None
-            self._voices[name] = voice.to(self.generator.lm.device)
+            self._voices[name] = voice.to(self.backend.device)
         return self._voices[name]
 
     # ---- GrpcService ------------------------------------------------------------------------
@@ -110,22 +127,23 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         tts_pb2_grpc.add_SpeechSynthesisServicer_to_server(self, server)
 
     def engines(self) -> list[Engine]:
-        return [self.engine]
+        return [self.engine] if self.backend.owns_engine else []
 
     def warm_up(self) -> None:
-        if self.default_voice is not None or not self.cfg.extra.get("cross_attention"):
+        if self.default_voice is not None or not self.backend.voice_conditioning:
             self.open(tts_pb2.SynthesisConfig(), "warm up", end_of_input=True).close()
 
     def close(self) -> None:
-        self.engine.stop()
+        if self.backend.owns_engine:
+            self.engine.stop()
 
     # ---- RPCs -------------------------------------------------------------------------------
 
     def GetInfo(self, request, context):
         return tts_pb2.SynthesizerInfo(
-            model=self.bundle.name, audio_delay_seconds=self.generator.tts.audio_delay,
+            model=self.backend.name, audio_delay_seconds=self.backend.audio_delay,
             max_codebooks=self.cfg.dep_q, max_sessions=self.engine.max_sessions,
-            voice_conditioning=bool(self.cfg.extra.get("cross_attention")))
+            voice_conditioning=self.backend.voice_conditioning)
 
     def ListVoices(self, request, context):
         voices = list_voices(self.voices_dir) if self.voices_dir is not None else []

@@ -102,3 +102,26 @@ def tts_engine(generator: TTSGenerator, max_sessions: int, idle_timeout: float =
         raise ValueError("the generator has fewer slots than max_sessions")
     return Engine("tts", TTSStepper(generator), max_sessions, max_queue=max_queue,
                   idle_timeout=idle_timeout).start()
+
+
+class EngineBackend:
+    """What the TTS service needs of a Kyutai TTS model served by its own engine."""
+
+    owns_engine = True
+
+    def __init__(self, generator: TTSGenerator, engine: Engine, name: str):
+        self.generator, self.engine, self.name = generator, engine, name
+        self.cfg = generator.model.cfg
+        self.audio_delay = generator.tts.audio_delay
+        self.voice_conditioning = bool(self.cfg.extra.get("cross_attention"))
+        provider = getattr(generator.model, "condition_provider", None)
+        lut = provider.conditioners["cfg"] if provider is not None \
+            and "cfg" in provider.conditioners else None
+        self.cfg_values = None if lut is None else lut.possible_values  # allowed cfg_coef
+        self.device = generator.lm.device
+
+    def check(self, request: TTSRequest) -> None:
+        self.generator.check(request)
+
+    def open_stream(self, request: TTSRequest, inbox: TextInbox):
+        return self.engine.open(TTSStream(request, inbox))
