@@ -10,16 +10,7 @@ from safetensors import safe_open
 
 from cli.main import main
 from services.mimi.codes_file import load_codes, save_codes
-from tests.moshi_lm.conftest import FIXTURES, load_golden
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, above all on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.moshi_lm.conftest import FIXTURES, load_golden, one_thread  # noqa: F401
 
 
 def write_user_codes(path, codes: torch.Tensor) -> str:

@@ -37,7 +37,7 @@ def stt_model() -> LMModel:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def one_thread():
     """Tiny models run faster on one thread, above all on a CPU shared with other jobs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

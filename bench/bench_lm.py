@@ -1,0 +1,152 @@
+"""Moshi LM streaming step on CPU: ms per step, and peak memory of loading a checkpoint.
+
+    PYTHONPATH=. python bench/bench_lm.py                       # everything (a few minutes)
+    PYTHONPATH=. python bench/bench_lm.py --shapes small --batches 1 4
+    PYTHONPATH=. python bench/bench_lm.py --shapes stt_1b --modes bfloat16 int8 --no-memory
+
+Shapes (random weights, 2 threads):
+- small:  dim 256, 4 layers, 8 heads, text vocab 32000, 16 codebooks, 8-step depformer
+          (dim 128, 2 layers), Moshi delays; sampled (text 0.7/25, audio 0.8/250).
+- stt_1b: Kyutai STT 1B (dim 2048, 16 layers, 16 heads, text_card 8000, n_q 32, dep_q 0,
+          context 750); greedy, as its lm_gen_config.
+Modes: float32, bfloat16 (compute dtype) and int8 (``load_lm(quantize="int8")``: int8 weights
+for the temporal transformer and text head, bf16 activations).
+
+Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
+median resists other jobs' bursts). Memory: a checkpoint of the shape is written (bf16, as
+Kyutai ships them) and loaded in a fresh process; the table gives the process's peak RSS
+growth during load_lm against the checkpoint's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from services.core.checkpoint import build_on_meta, save_state_dict
+from services.moshi_lm.config import LMConfig, preset
+from services.moshi_lm.generate import LMGenerator, SamplingSettings
+from services.moshi_lm.loader import load_lm, prepare_for_inference
+from services.moshi_lm.model import LMModel
+
+SHAPES = {
+    "small": (dataclasses.replace(
+        preset("moshi_7b"), dim=256, num_heads=8, num_layers=4, depformer_dim=128,
+        depformer_num_heads=4, depformer_num_layers=2, depformer_dim_feedforward=None),
+        SamplingSettings()),
+    "stt_1b": (preset("stt_1b_en_fr"), SamplingSettings.greedy()),
+}
+MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
+         "int8": (torch.bfloat16, "int8")}
+WARMUP, STEPS = 3, 10
+
+
+def random_model(cfg: LMConfig, dtype: torch.dtype, quantize: str | None = None,
+                 pack: bool = True) -> LMModel:
+    """Random weights without the cost of the default initialisers."""
+    model = build_on_meta(lambda: LMModel(cfg)).to(dtype).to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("alpha"):
+                param.fill_(1.0)
+            else:
+                param.uniform_(-0.03, 0.03, generator=generator)
+    return prepare_for_inference(model, quantize, pack)
+
+
+def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: list[int],
+               steps: int) -> dict[int, float]:
+    dtype, quantize = MODES[mode]
+    generator = LMGenerator(random_model(cfg, dtype, quantize))
+    times = {}
+    for batch in batches:
+        state = generator.init_state(batch, settings)
+        codes = torch.randint(0, cfg.card, (batch, cfg.num_input_codebooks))
+        samples = []
+        for i in range(WARMUP + steps):
+            start = time.perf_counter()
+            generator.step(state, codes)
+            if i >= WARMUP:
+                samples.append(time.perf_counter() - start)
+        times[batch] = 1000 * statistics.median(samples)
+    return times
+
+
+def loading_memory(cfg: LMConfig, dtype: str) -> tuple[float, float]:
+    """(checkpoint size, peak RSS growth while loading) in GB, in a fresh process."""
+    with tempfile.TemporaryDirectory() as folder:
+        model = random_model(cfg, torch.bfloat16, pack=False)
+        save_state_dict(_unshared(model), Path(folder) / cfg.moshi_name)
+        del model
+        config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
+        (Path(folder) / "config.json").write_text(json.dumps(config))
+        size = sum(p.stat().st_size for p in Path(folder).iterdir()) / 1e9
+        out = subprocess.run([sys.executable, __file__, "--load-only", folder, dtype],
+                             capture_output=True, text=True, check=True)
+        return size, float(out.stdout.split()[-1])
+
+
+def _unshared(model: LMModel) -> LMModel:
+    """The fused tables make parameters share storage; safetensors wants separate tensors."""
+    for param in model.parameters():
+        param.data = param.data.clone()
+    return model
+
+
+def _load_only(folder: str, dtype: str) -> None:
+    torch.ones(64, 64) @ torch.ones(64, 64)  # torch's lazy start-up allocations come first
+    before = _current_rss_gb()
+    load_lm(folder, dtype=getattr(torch, dtype))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    print(f"{peak - before:.3f}")
+
+
+def _current_rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--load-only", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.load_only:
+        _load_only(*args.load_only)
+        return
+    print(f"ms per streaming step, {args.threads} threads (median of {args.steps})")
+    print(f"{'shape':8} {'mode':9} " + " ".join(f"{f'B={b}':>9}" for b in args.batches))
+    for shape in args.shapes:
+        cfg, settings = SHAPES[shape]
+        for mode in args.modes:
+            times = time_steps(cfg, settings, mode, args.batches, args.steps)
+            print(f"{shape:8} {mode:9} " + " ".join(f"{times[b]:9.1f}" for b in args.batches),
+                  flush=True)
+    if not args.no_memory:
+        print("\npeak memory of loading (checkpoint stored bf16)")
+        for shape in args.shapes:
+            for dtype in ("bfloat16", "float32"):
+                size, peak = loading_memory(SHAPES[shape][0], dtype)
+                print(f"{shape:8} as {dtype:9} checkpoint {size:6.2f} GB, peak RSS growth "
+                      f"{peak:6.2f} GB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
