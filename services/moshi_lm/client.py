@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 
 from services.core.common_pb2 import CodeFrame
-from services.core.grpc_client import RemoteStream, bearer_metadata
+from services.core.grpc_client import RemoteStream, bearer_metadata, engine_error
 from services.moshi_lm import moshi_lm_pb2, moshi_lm_pb2_grpc
 from services.moshi_lm.stepper import LMFrame
 
@@ -20,7 +20,11 @@ class RemoteLM:
 
     def info(self) -> moshi_lm_pb2.LMInfo:
         if self._info is None:  # fixed for the server's lifetime
-            self._info = self.stub.GetInfo(moshi_lm_pb2.GetInfoRequest(), metadata=self.metadata)
+            try:
+                self._info = self.stub.GetInfo(moshi_lm_pb2.GetInfoRequest(),
+                                               metadata=self.metadata)
+            except grpc.RpcError as error:  # e.g. UNAVAILABLE: reported as the dialogue's own
+                raise engine_error(error) from None
         return self._info
 
     def open_generation(self, config: moshi_lm_pb2.GenerateConfig) -> RemoteStream:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, SamplingParams
+from services.core.grpc_server import create_channel, create_server
 from services.core.pcm import encode_pcm
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.dialogue.service import DialogueService
@@ -139,3 +140,17 @@ def test_an_lm_that_cannot_speak_is_unimplemented(start_server, tiny_mimi):
         converse(stub, voice(0, 0.2), seed=0)
     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "cannot hold a dialogue" in error.value.details()
+
+
+def test_an_unreachable_lm_is_unavailable(tiny_mimi):
+    mimi = MimiService.create(tiny_mimi, max_sessions=1)
+    dialogue = DialogueService(mimi, RemoteLM(create_channel("127.0.0.1:1")))
+    server, port = create_server([mimi, dialogue], "127.0.0.1:0", warm_up=False)
+    try:
+        with create_channel(f"127.0.0.1:{port}") as channel, \
+                pytest.raises(grpc.RpcError) as error:
+            converse(dialogue_pb2_grpc.DialogueStub(channel), voice(0, 0.2), seed=0)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(None)
+        mimi.close()
