@@ -193,7 +193,8 @@ def model_options(f):
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")
 @click.option("--lm-address", help="Dialogue: use the LM service at this address.")
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
-              help="Require 'authorization: Bearer TOKEN' (env MOSHI_SERVICES_TOKEN).")
+              help="Require 'authorization: Bearer TOKEN' (env MOSHI_SERVICES_TOKEN); also "
+              "sent to --mimi-address / --lm-address.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
               help="PEM certificate chain: serve TLS (with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))

@@ -183,12 +183,6 @@ class Session:
             self._cond.notify_all()
         self.engine._release(self)
 
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ---- engine side ----------------------------------------------------------------------
 
     def _take(self) -> Any:
