@@ -84,4 +84,22 @@ def build_random_mimi(config: MimiConfig | str = RANDOM_PRESET, seed: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MimiModel(cfg, num_codebooks, name=name)
+        _scale_codebooks_to_latents(model)
     return model.to(device=device, dtype=dtype).eval()
+
+
+@torch.no_grad()
+def _scale_codebooks_to_latents(model: MimiModel) -> None:
+    """Unit-Gaussian centroids sit far from a random encoder's small, offset latents, so every
+    frame would get the same codes. Placed around the latents (mean and spread measured on
+    noise) for the first level of each half and at the residuals' spread for the others,
+    codes vary as they do with a trained model."""
+    noise = 0.1 * torch.randn(1, 1, 16 * model.frame_size)
+    latent = model.encode_to_latent(noise)[0].t()  # [T, D]
+    for half in (model.quantizer.rvq_first, model.quantizer.rvq_rest):
+        projected = latent @ half.input_proj.weight[..., 0].t()
+        mean, spread = projected.mean(0), projected.std(0).mean()
+        for level, layer in enumerate(half.vq.layers):
+            codebook = layer._codebook
+            codebook.embedding_sum.mul_(spread).add_(mean if level == 0 else 0)
+            codebook.refresh()
