@@ -142,6 +142,14 @@ def test_bad_inputs_get_clear_statuses_and_the_server_goes_on(stub):
     np.testing.assert_allclose(pcm, GOLDEN["s0_pcm"], atol=1 / 16384)
 
 
+def test_output_resampled_on_request(stub):
+    config = tts_pb2.SynthesisConfig(**{**GREEDY, "sample_rate_hertz": 16000})
+    chunks = list(stub.SynthesizeOnline(tts_pb2.SynthesizeRequest(config=config, text=TEXT0)))
+    audio = np.concatenate([f32(c.audio) for c in chunks])
+    assert abs(len(audio) - len(GOLDEN["s0_pcm"]) * 2 // 3) <= 2
+    assert chunks[-1].audio_seconds == pytest.approx(len(GOLDEN["s0_pcm"]) / 24000)
+
+
 def test_info_and_voices(stub):
     info = stub.GetInfo(tts_pb2.GetInfoRequest())
     assert info.max_codebooks == 16 and info.voice_conditioning
