@@ -126,3 +126,19 @@ def test_streaming_rejects_partial_frames(dev_mimi: MimiModel):
     state = dev_mimi.init_encoder_state(1)
     with pytest.raises(ValueError, match="multiple of 1920"):
         dev_mimi.encode_step(torch.zeros(1, 1, 1000), state)
+
+
+@torch.inference_mode()
+def test_snapshot_and_restore_replay_exactly(dev_mimi: MimiModel):
+    wav = _signal(2, 6, dev_mimi.frame_size, seed=4)
+    frames = wav.split(dev_mimi.frame_size, dim=-1)
+    enc, dec = dev_mimi.init_encoder_state(2), dev_mimi.init_decoder_state(2)
+    for frame in frames[:3]:
+        dev_mimi.decode_step(dev_mimi.encode_step(frame, enc), dec)
+    saved_enc, saved_dec = enc.snapshot(), dec.snapshot()
+    first = [dev_mimi.decode_step(dev_mimi.encode_step(f, enc), dec) for f in frames[3:]]
+    enc.restore(saved_enc)
+    dec.restore(saved_dec)
+    again = [dev_mimi.decode_step(dev_mimi.encode_step(f, enc), dec) for f in frames[3:]]
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
