@@ -202,18 +202,19 @@ class TTSGenerator:
         # The LM's own text noise (stream 0): the same draws as LMGenerator.step would make.
         proposed = sample(logits, self.state.settings.text,
                           lambda: HashedNoise(session_keys(seeds, ctx.offset, 0)))
-        proposed = proposed[list(slots)].tolist()
-        words_before = []
-        for slot, session, token in zip(slots, sessions, proposed, strict=True):
+        proposed = proposed[list(slots)].tolist()  # the state machines run on the host
+        words_before, fed = [], []
+        for session, token in zip(sessions, proposed, strict=True):
             words_before.append(len(session.machine.transcript))
-            self._fed[slot] = session.machine.step(token).token
+            fed.append(session.machine.step(token).token)
             session.step += 1
+        index = torch.tensor(slots, device=self._fed.device)
+        self._fed[index] = torch.tensor(fed).to(self._fed.device)  # one copy for the batch
         forced = (offset[:, None] < self._audio_start) \
             | (self._codebook >= self._num_codebooks[:, None])
         audio = torch.where(forced, ZERO_TOKEN, UNGENERATED_TOKEN)
         result = self.lm.finish(self.state, ctx, self._fed, audio)
-        fed = self._fed[list(slots)].tolist()
-        frames = result.frame[list(slots), 1:].cpu().numpy()
-        valid = result.valid[list(slots)].tolist()
+        frames = result.frame[index, 1:].cpu().numpy()
+        valid = result.valid[index].tolist()
         return [session.output(fed[i], frames[i] if valid[i] else None, words_before[i])
                 for i, session in enumerate(sessions)]
