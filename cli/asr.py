@@ -18,58 +18,63 @@ import click
 import numpy as np
 import torch
 
+from services.asr.service import ASRService
 from services.core.audio import read_audio
+from services.core.checkpoint import resolve_file
 from services.core.common_pb2 import PCM_F32LE
 from services.core.constants import FRAME_SIZE, SAMPLE_RATE
 from services.core.grpc_client import bearer_metadata
 from services.core.grpc_server import create_channel
+from services.mimi.loading import build_random_mimi, load_mimi
+from services.mimi.service import MimiService
+from services.moshi_lm.config import LMConfig
+from services.moshi_lm.loader import load_config, load_lm, prepare_for_inference
+from services.moshi_lm.model import LMModel
+from services.moshi_lm.tokenizer import TextTokenizer
+from services.tts.loading import ByteTokenizer
 
 BUILTIN_SEED = 0
+# The built-in stand-in: Kyutai STT's layout (32 audio codebooks in, text only out), tiny.
+BUILTIN_STT = LMConfig(dim=64, num_heads=4, num_layers=2, context=64, text_card=300, n_q=32,
+                       dep_q=0, delays=(0,) * 33, stt_config={"audio_delay_seconds": 0.5})
 CHUNK_FRAMES = 4  # frames per audio message sent to a server (320 ms)
 
 
 def build_asr_service(checkpoint: str | None, hf_repo: str | None, codec=None,
                       max_sessions: int = 8, device: str = "cpu",
                       dtype: torch.dtype = torch.float32, idle_timeout: float = 30.0):
-    """(ASRService, its Mimi service or None when ``codec`` is given) from a Kyutai STT
+    """(ASRService, its own Mimi service or None when ``codec`` is given) from a Kyutai STT
     checkpoint folder / repository, else a built-in tiny random STT-layout model."""
-    from services.asr.service import ASRService
-    from services.mimi.loading import build_random_mimi, load_mimi
-    from services.mimi.service import MimiService
-    from services.moshi_lm.config import LMConfig
-    from services.moshi_lm.loader import load_config, load_lm, prepare_for_inference
-    from services.moshi_lm.model import LMModel
-    from services.moshi_lm.tokenizer import TextTokenizer
-    from services.tts.loading import ByteTokenizer
-
     if checkpoint is None and hf_repo is None:
         click.echo("warning: no STT checkpoint given, using a built-in tiny random model: its "
                    "words are not meaningful (use --hf-repo kyutai/stt-1b-en_fr)", err=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILTIN_SEED)
-            model = prepare_for_inference(LMModel(LMConfig(
-                dim=64, num_heads=4, num_layers=2, context=64, text_card=300, n_q=32, dep_q=0,
-                delays=(0,) * 33, stt_config={"audio_delay_seconds": 0.5})))
-        mimi = build_random_mimi(seed=BUILTIN_SEED, device=device, num_codebooks=32)
+            model = prepare_for_inference(LMModel(BUILTIN_STT)).to(device)
         decode, name = ByteTokenizer().decode, "builtin-tiny-random-stt"
-        model = model.to(device)
     else:
         config = load_config(checkpoint, hf_repo)
         model = load_lm(checkpoint, hf_repo, config=config, dtype=dtype, device=device)
-        mimi_dir = Path(checkpoint).parent if checkpoint and Path(checkpoint).is_file() \
-            else checkpoint
-        from services.core.checkpoint import resolve_file
-
-        mimi = load_mimi(resolve_file(config.mimi_name, mimi_dir, hf_repo), device=device,
-                         num_codebooks=config.num_input_codebooks)
-        decode, name = TextTokenizer.for_checkpoint(config, checkpoint, hf_repo).display, \
-            str(checkpoint or hf_repo)
+        decode = TextTokenizer.for_checkpoint(config, checkpoint, hf_repo).display
+        name = str(checkpoint or hf_repo)
     own_codec = None
     if codec is None:
+        mimi = _load_mimi(model.cfg, checkpoint, hf_repo, device)
         codec = own_codec = MimiService.create(mimi, max_sessions, idle_timeout)
     service = ASRService.create(model, decode, codec, name, max_sessions,
                                 idle_timeout=idle_timeout)
     return service, own_codec
+
+
+def _load_mimi(cfg: LMConfig, checkpoint: str | None, hf_repo: str | None, device: str):
+    """The codec named by the checkpoint's config, or the built-in random one."""
+    n = cfg.num_input_codebooks
+    if checkpoint is None and hf_repo is None:
+        return build_random_mimi(seed=BUILTIN_SEED, device=device, num_codebooks=n)
+    folder = Path(checkpoint).parent if checkpoint and Path(checkpoint).is_file() \
+        else checkpoint
+    return load_mimi(resolve_file(cfg.mimi_name, folder, hf_repo), device=device,
+                     num_codebooks=n)
 
 
 def _events_in_process(service, audio: np.ndarray, config) -> Iterator[dict]:

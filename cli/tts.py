@@ -19,9 +19,15 @@ import numpy as np
 import torch
 
 from services.core.audio import write_wav
+from services.core.checkpoint import resolve_file
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.core.grpc_client import bearer_metadata
 from services.core.grpc_server import create_channel
+from services.mimi.loading import build_random_mimi, load_mimi
+from services.mimi.service import MimiService
+from services.tts.conditioning import list_voices, load_voice, resolve_voice
+from services.tts.loading import build_random_tts, load_tts
+from services.tts.service import TTSService
 
 BUILTIN_SEED = 0
 
@@ -29,37 +35,35 @@ BUILTIN_SEED = 0
 def build_tts_service(checkpoint: str | None, hf_repo: str | None, codec=None,
                       voices_dir: str | None = None, max_sessions: int = 8, device: str = "cpu",
                       dtype: torch.dtype = torch.float32, idle_timeout: float = 30.0):
-    """(TTSService, its Mimi service or None when ``codec`` is given) from a Kyutai TTS
-    checkpoint folder / repository, else the built-in tiny random TTS model."""
-    from services.core.checkpoint import resolve_file
-    from services.mimi.loading import build_random_mimi, load_mimi
-    from services.mimi.service import MimiService
-    from services.tts.conditioning import list_voices, load_voice, resolve_voice
-    from services.tts.loading import build_random_tts, load_tts
-    from services.tts.service import TTSService
-
+    """(TTSService, its own Mimi service or None when ``codec`` is given) from a Kyutai TTS
+    checkpoint folder / repository, else the built-in tiny random TTS model. The first voice
+    of ``voices_dir`` is the default voice."""
     if checkpoint is None and hf_repo is None:
         click.echo("warning: no TTS checkpoint given, using a built-in tiny random model: its "
                    "audio is noise (use --hf-repo kyutai/tts-1.6b-en_fr)", err=True)
         bundle, voice = build_random_tts(BUILTIN_SEED, device)
-        mimi = build_random_mimi(seed=BUILTIN_SEED, device=device,
-                                 num_codebooks=bundle.model.cfg.dep_q)
     else:
         bundle = load_tts(checkpoint, hf_repo, device=device, dtype=dtype)
-        cfg = bundle.model.cfg
-        folder = Path(checkpoint).parent if checkpoint and Path(checkpoint).is_file() \
-            else checkpoint
-        mimi = load_mimi(resolve_file(cfg.mimi_name, folder, hf_repo), device=device,
-                         num_codebooks=cfg.dep_q)
         voices = list_voices(voices_dir) if voices_dir else []
         voice = load_voice(resolve_voice(voices_dir, voices[0])) if voices else None
     own_codec = None
     if codec is None:
+        mimi = _load_mimi(bundle.model.cfg, checkpoint, hf_repo, device)
         codec = own_codec = MimiService.create(mimi, max_sessions, idle_timeout)
     service = TTSService.create(bundle, codec, max_sessions, voices_dir, voice,
                                 voice_length=None if voice is None else voice.shape[-1],
                                 idle_timeout=idle_timeout)
     return service, own_codec
+
+
+def _load_mimi(cfg, checkpoint: str | None, hf_repo: str | None, device: str):
+    """The codec named by the checkpoint's config, or the built-in random one."""
+    if checkpoint is None and hf_repo is None:
+        return build_random_mimi(seed=BUILTIN_SEED, device=device, num_codebooks=cfg.dep_q)
+    folder = Path(checkpoint).parent if checkpoint and Path(checkpoint).is_file() \
+        else checkpoint
+    return load_mimi(resolve_file(cfg.mimi_name, folder, hf_repo), device=device,
+                     num_codebooks=cfg.dep_q)
 
 
 def _text_chunks(text: str) -> Iterator[str]:

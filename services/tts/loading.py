@@ -37,7 +37,9 @@ class ByteTokenizer:
 
     def decode(self, ids) -> str:
         data = bytes(i - self.OFFSET for i in ids if self.OFFSET <= i < self.OFFSET + 256)
-        return data.decode("utf-8", errors="replace")
+        text = data.decode("utf-8", errors="replace")
+        # A random model writes any bytes: keep its words on one line.
+        return "".join(c if c.isprintable() or c == " " else "\ufffd" for c in text)
 
 
 def _sentencepiece(path: Path) -> TextTokenizer:
