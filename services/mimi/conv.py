@@ -45,7 +45,7 @@ class _TimeMajorWeight:
     def __init__(self, module: nn.Module, weight: nn.Parameter, perm: tuple[int, ...]):
         self.perm = perm
         self.relayout(weight)
-        module.register_load_state_dict_post_hook(lambda m, _: self.relayout(weight_of(m)))
+        module.register_load_state_dict_post_hook(lambda m, _: self.relayout(m.inner.weight))
 
     def relayout(self, weight: Tensor) -> None:
         with torch.no_grad():
@@ -54,10 +54,6 @@ class _TimeMajorWeight:
     def matrix(self, weight: Tensor) -> Tensor:
         packed = weight.permute(self.perm)
         return packed if packed.is_contiguous() else packed.contiguous()
-
-
-def weight_of(module: nn.Module) -> Tensor:
-    return module.inner.weight
 
 
 class TimeMajorConv1d(CausalConv1d):
