@@ -125,12 +125,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--load-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.load_only:
         _load_only(*args.load_only)
         return
+    if not args.no_speed:
+        speed_table(args)
+    if not args.no_memory:
+        print("\npeak memory of loading (checkpoint stored bf16)")
+        for shape in args.shapes:
+            for dtype in ("bfloat16", "float32"):
+                size, peak = loading_memory(SHAPES[shape][0], dtype)
+                print(f"{shape:8} as {dtype:9} checkpoint {size:6.2f} GB, peak RSS growth "
+                      f"{peak:6.2f} GB", flush=True)
+
+
+def speed_table(args: argparse.Namespace) -> None:
     print(f"ms per streaming step, {args.threads} threads (median of {args.steps})")
     print(f"{'shape':8} {'mode':9} " + " ".join(f"{f'B={b}':>9}" for b in args.batches))
     for shape in args.shapes:
@@ -139,13 +152,6 @@ def main() -> None:
             times = time_steps(cfg, settings, mode, args.batches, args.steps)
             print(f"{shape:8} {mode:9} " + " ".join(f"{times[b]:9.1f}" for b in args.batches),
                   flush=True)
-    if not args.no_memory:
-        print("\npeak memory of loading (checkpoint stored bf16)")
-        for shape in args.shapes:
-            for dtype in ("bfloat16", "float32"):
-                size, peak = loading_memory(SHAPES[shape][0], dtype)
-                print(f"{shape:8} as {dtype:9} checkpoint {size:6.2f} GB, peak RSS growth "
-                      f"{peak:6.2f} GB", flush=True)
 
 
 if __name__ == "__main__":

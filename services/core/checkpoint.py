@@ -7,10 +7,9 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 M = TypeVar("M", bound=nn.Module)
@@ -48,18 +47,59 @@ def load_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None,
                     keep_dtype: Callable[[str], bool] = lambda key: False,
                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Reads a safetensors file tensor by tensor, casting floating tensors to ``dtype`` except
-    the keys ``keep_dtype`` selects. Pickled checkpoints are never read."""
+    the keys ``keep_dtype`` selects. Pickled checkpoints are never read.
+
+    Tensors are read with plain file reads into memory of their own, not memory-mapped: a
+    tensor converted later (dtype cast, device copy, packed or quantized weights) then frees
+    its bytes at once, so loading peaks near the model's final size instead of the final size
+    plus the whole mapped file."""
     state = {}
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                tensor = f.get_tensor(key)
+        with open(path, "rb") as f:
+            for key, (stored, shape, start, end) in _safetensors_index(f):
+                tensor = torch.empty(shape, dtype=stored)
+                buffer = tensor.reshape(-1).view(torch.uint8)
+                if buffer.numel() != end - start:
+                    raise ValueError(f"tensor {key} has {end - start} bytes for shape {shape} "
+                                     f"{stored}")
+                f.seek(start)
+                if buffer.numel() and f.readinto(buffer.numpy()) != buffer.numel():
+                    raise ValueError(f"the file ends inside tensor {key}")
                 if dtype is not None and tensor.is_floating_point() and not keep_dtype(key):
                     tensor = tensor.to(dtype)
-                state[key] = tensor
-    except (SafetensorError, OSError, RuntimeError) as e:
+                state[key] = tensor.to(device)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: JSON, layout
         raise CheckpointError(f"cannot read safetensors checkpoint {path}: {e}") from e
     return state
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def _safetensors_index(f: BinaryIO) -> list[tuple[str, tuple[torch.dtype, list[int], int, int]]]:
+    """The tensors of an open safetensors file: key -> (dtype, shape, start, end) in file
+    order. Layout: u64 little-endian header size N, N bytes of JSON, then the data."""
+    prefix = f.read(8)
+    size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+    file_size = os.fstat(f.fileno()).st_size
+    if not 2 <= size <= min(100_000_000, file_size - 8):
+        raise ValueError("not a safetensors file (bad header)")
+    header = json.loads(f.read(size))
+    index = []
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {key} has unsupported dtype {info['dtype']}")
+        begin, end = (8 + size + o for o in info["data_offsets"])
+        if not 8 + size <= begin <= end <= file_size:
+            raise ValueError(f"tensor {key} lies outside the file")
+        index.append((key, (_SAFETENSORS_DTYPES[info["dtype"]], info["shape"], begin, end)))
+    return sorted(index, key=lambda item: item[1][2])
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "") -> None:
