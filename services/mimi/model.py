@@ -214,6 +214,8 @@ class MimiModel(nn.Module):
         return self._batch_latent(wav).transpose(1, 2)
 
     def _batch_latent(self, wav: Tensor) -> Tensor:
+        if wav.shape[-1] == 0:
+            return wav.new_zeros(wav.shape[0], 0, self.cfg.dimension, dtype=self.dtype)
         wav = self._pad_to_frames(wav)
         chunk = self._chunk(wav.shape[-1])
         state = self.init_encoder_state(wav.shape[0], max_frames=chunk)
@@ -223,10 +225,8 @@ class MimiModel(nn.Module):
     def encode(self, wav: Tensor, num_codebooks: int | None = None) -> Tensor:
         """wav [B, 1, N] -> codes [B, K, ceil(N / frame_size)]; the end is zero-padded to a
         whole frame."""
-        n = self.resolve_num_codebooks(num_codebooks)
-        if wav.shape[-1] == 0:
-            return torch.zeros(wav.shape[0], n, 0, dtype=torch.long, device=wav.device)
-        return self.quantizer.encode(self._batch_latent(wav), n)
+        return self.quantizer.encode(self._batch_latent(wav),
+                                     self.resolve_num_codebooks(num_codebooks))
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes [B, K, T] -> wav [B, 1, T * frame_size]. Not trimmed: callers that know the
