@@ -13,7 +13,8 @@ from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.moshi_lm.loader import load_config, load_lm
 from services.moshi_lm.model import LMModel
 from services.moshi_lm.tokenizer import TextTokenizer
-from tests.moshi_lm.conftest import FIXTURES, fixture_config, load_fixture, tiny_config
+from tests.conftest import FIXTURES
+from tests.moshi_lm.conftest import fixture_config, load_fixture, tiny_config
 
 STT = dict(n_q=8, dep_q=0, delays=(0,) * 9, extra_heads_num_heads=2, extra_heads_dim=6)
 
@@ -193,3 +194,31 @@ def test_packed_bf16_weights_are_bit_identical():
     assert packed[0] == 0 and packed[1] > 0
     for a, b in zip(*outputs, strict=True):
         assert torch.equal(a.text_logits, b.text_logits) and torch.equal(a.frame, b.frame)
+
+
+def test_hugging_face_repositories_resolve_through_the_hub(tmp_path, monkeypatch):
+    """--hf-repo: config.json and the weights named by it come from the hub (stubbed here);
+    a repository without config.json is the Moshi 7B layout."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from services.moshi_lm import loader
+
+    cfg = tiny_config(**STT)
+    random_checkpoint(tmp_path / "repo", cfg)
+    (tmp_path / "repo" / "model.safetensors").rename(tmp_path / "repo" / "weights.safetensors")
+    config = json.loads((tmp_path / "repo" / "config.json").read_text())
+    (tmp_path / "repo" / "config.json").write_text(
+        json.dumps(config | {"moshi_name": "weights.safetensors"}))
+    asked = []
+
+    def fake_hub(filename, checkpoint=None, hf_repo=None):
+        asked.append((hf_repo, filename))
+        if hf_repo == "kyutai/legacy":
+            raise EntryNotFoundError(f"{filename} not in {hf_repo}")
+        return tmp_path / "repo" / filename
+
+    monkeypatch.setattr(loader, "resolve_file", fake_hub)
+    model = load_lm(hf_repo="kyutai/stt-like")
+    assert asked == [("kyutai/stt-like", "config.json"), ("kyutai/stt-like", "weights.safetensors")]
+    assert model.cfg.n_q == cfg.n_q and model.cfg.dep_q == 0
+    assert load_config(hf_repo="kyutai/legacy") == PRESETS["moshi_7b"]
