@@ -2,7 +2,6 @@
 stand-in codec whose codes fit their 64-entry codebooks."""
 
 import json
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,8 +18,8 @@ from services.core.grpc_server import ServerOptions, create_channel, create_serv
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.loader import load_lm
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 TIMING = SttTiming(audio_delay_seconds=0.48)
 PIECES = {i: ("▁" if i % 4 == 0 else "") + f"t{i}" for i in range(300)}
 

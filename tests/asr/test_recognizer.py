@@ -1,7 +1,6 @@
 """The recogniser against the golden STT run, batching, pause heads and clip framing."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from services.asr.words import WordDecoder
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.loader import load_lm
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 GOLDEN = np.load(FIXTURES / "lm_dev_stt_greedy.npz")
 TIMING = SttTiming(audio_delay_seconds=0.48)  # 6 frames
 PIECES = {i: f"▁w{i}" if i % 3 == 0 else f"p{i}" for i in range(300)}

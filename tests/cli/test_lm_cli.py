@@ -1,7 +1,5 @@
 """``moshi-services lm generate`` end to end, through click's CliRunner."""
 
-import json
-import shutil
 
 import pytest
 import torch
@@ -10,22 +8,12 @@ from safetensors import safe_open
 
 from cli.main import main
 from services.mimi.codes_file import load_codes, save_codes
-from tests.moshi_lm.conftest import FIXTURES, load_golden, one_thread  # noqa: F401
+from tests.conftest import golden_checkpoint, load_golden
 
 
 def write_user_codes(path, codes: torch.Tensor) -> str:
     save_codes(path, codes, num_samples=codes.shape[1] * 1920, model="test-mimi")
     return str(path)
-
-
-def golden_checkpoint(tmp_path, name: str) -> str:
-    """A golden checkpoint laid out as Kyutai ships it: config.json + model.safetensors."""
-    folder = tmp_path / name
-    folder.mkdir()
-    shutil.copy(FIXTURES / f"{name}.safetensors", folder / "model.safetensors")
-    config = json.loads((FIXTURES / f"{name}.json").read_text())["config"]
-    (folder / "config.json").write_text(json.dumps(config))
-    return str(folder)
 
 
 def run(*args: str):

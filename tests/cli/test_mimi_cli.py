@@ -5,22 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 from click.testing import CliRunner
 
 from cli.main import main
 from services.mimi.codes_file import load_codes
+from tests.conftest import FIXTURES
 
-DEV = Path(__file__).resolve().parents[1] / "fixtures" / "mimi_dev.safetensors"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: threads only add waits on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+DEV = FIXTURES / "mimi_dev.safetensors"
 
 
 def _tone(path: Path, rate: int, seconds: float, channels: int) -> None:

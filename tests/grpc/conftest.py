@@ -7,21 +7,10 @@ import dataclasses
 
 import grpc
 import pytest
-import torch
 
 from cli.serve import ModelOptions, load_lm_model, load_mimi_model
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.moshi_lm.generate import LMGenerator
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine the
-    thread hand-offs cost a scheduler slice per op (~80x slower steps measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 import queue
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -20,6 +19,7 @@ from services.core.grpc_server import (
 )
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.service import MimiService
+from tests.conftest import FIXTURES
 
 FRAME_BYTES = 4 * 1920
 
@@ -127,9 +127,8 @@ def test_bearer_token(start_server, tiny_mimi):
 
 
 def test_tls(tiny_mimi):
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
-    cert = (fixtures / "tls_localhost.crt").read_bytes()  # self-signed, for tests only
-    key = (fixtures / "tls_localhost.key").read_bytes()
+    cert = (FIXTURES / "tls_localhost.crt").read_bytes()  # self-signed, for tests only
+    key = (FIXTURES / "tls_localhost.key").read_bytes()
     service = MimiService.create(tiny_mimi, max_sessions=1)
     server, port = create_server([service], "127.0.0.1:0",
                                  ServerOptions(tls_cert_chain=cert, tls_private_key=key))

@@ -1,7 +1,6 @@
 """Configs, presets and strict loading (local file, folder, Hugging Face names)."""
 
 import json
-from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -12,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from services.core.checkpoint import CheckpointError, build_on_meta, save_state_dict
 from services.mimi import CHECKPOINT_NAMES, MimiConfig, MimiModel, build_random_mimi, get_preset
 from services.mimi.loading import find_checkpoint, load_mimi
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DEV = FIXTURES / "mimi_dev.safetensors"
 
 

@@ -1,15 +1,12 @@
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.loader import load_lm
 from services.moshi_lm.model import LMModel
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+from tests.conftest import FIXTURES
 
 
 def fixture_config(name: str) -> LMConfig:
@@ -21,11 +18,6 @@ def load_fixture(name: str, dtype: torch.dtype = torch.float32) -> LMModel:
     return load_lm(FIXTURES / f"{name}.safetensors", config=fixture_config(name), dtype=dtype)
 
 
-def load_golden(name: str) -> dict[str, torch.Tensor]:
-    with np.load(FIXTURES / f"{name}.npz") as data:
-        return {k: torch.from_numpy(data[k]) for k in data.files if k != "meta"}
-
-
 @pytest.fixture(scope="session")
 def dev_model() -> LMModel:
     return load_fixture("lm_dev")
@@ -34,15 +26,6 @@ def dev_model() -> LMModel:
 @pytest.fixture(scope="session")
 def stt_model() -> LMModel:
     return load_fixture("lm_dev_stt")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, above all on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides) -> LMConfig:

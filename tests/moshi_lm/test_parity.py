@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from services.moshi_lm.generate import LMGenerator, SamplingSettings
-from tests.moshi_lm.conftest import load_fixture, load_golden
+from tests.conftest import load_golden
+from tests.moshi_lm.conftest import load_fixture
 
 NO_OUTPUT = -100  # the golden files' marker for "the step returned nothing"
 

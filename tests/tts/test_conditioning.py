@@ -1,6 +1,5 @@
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from services.tts.conditioning import (
     speaker_slots,
 )
 from services.tts.embeddings import DemuxTextEmbedding, LowRankEmbedding
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 LM_CONFIG = json.loads((FIXTURES / "tts_dev.json").read_text())["config"]
 STATE = load_state_dict(FIXTURES / "tts_dev.safetensors")
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")

@@ -2,7 +2,6 @@
 its greedy text and audio choices must be the golden ones."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from services.core.checkpoint import build_on_meta, load_into, load_state_dict
 from services.moshi_lm.config import LMConfig
 from services.tts.conditioning import load_voice
 from services.tts.model import TTSModel
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")
 CONFIG = LMConfig.from_dict(json.loads((FIXTURES / "tts_dev.json").read_text())["kyutai_config"])
 

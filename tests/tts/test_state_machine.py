@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,8 +6,8 @@ import sentencepiece
 
 from services.tts.script import Entry, ScriptBuilder, prepare_script
 from services.tts.state_machine import StateMachineConfig, WordStateMachine
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")
 META = json.loads(str(GOLDEN["meta"]))
 TOKENIZER = sentencepiece.SentencePieceProcessor(

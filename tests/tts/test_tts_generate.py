@@ -1,7 +1,6 @@
 """Streaming synthesis against the golden tts_dev runs (greedy), both scripts in one batch."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from services.moshi_lm.generate import SamplingSettings
 from services.tts.conditioning import load_voice
 from services.tts.generate import TTSGenerator, TTSRequest
 from services.tts.model import TTSModel
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")
 META = json.loads(str(GOLDEN["meta"]))
 CONFIG = LMConfig.from_dict(json.loads((FIXTURES / "tts_dev.json").read_text())["kyutai_config"])

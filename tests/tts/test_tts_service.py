@@ -3,7 +3,6 @@
 import json
 import shutil
 import threading
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,8 +18,8 @@ from services.moshi_lm.config import LMConfig
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.loading import load_tts
 from services.tts.service import TTSService
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")
 META = json.loads(str(GOLDEN["meta"]))
 TEXT0 = META["scripts"]["script0"]["text"]
