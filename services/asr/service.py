@@ -33,11 +33,13 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
 
     def __init__(self, engine: Engine, codec: Codec, model_name: str, cfg: LMConfig,
                  timing: SttTiming, num_codebooks: int,
-                 open_stream: Callable[[SamplingSettings], Any], owns_engine: bool = True):
+                 open_stream: Callable[[SamplingSettings], Any], owns_engine: bool = True,
+                 pause_heads: int = 0):
         """``open_stream(settings)`` opens a stream of code frames [num_codebooks] ->
-        ASRTicks on ``engine``."""
+        ASRTicks on ``engine``; ``pause_heads``: pause-prediction heads the streams use
+        (0: no speech events or pause probabilities ever come)."""
         self.engine, self.codec, self.model_name, self.cfg = engine, codec, model_name, cfg
-        self.timing, self.num_codebooks = timing, num_codebooks
+        self.timing, self.num_codebooks, self.pause_heads = timing, num_codebooks, pause_heads
         self._open_stream, self._owns_engine = open_stream, owns_engine
         self.defaults = SamplingSettings.from_lm_gen_config(cfg.lm_gen_config)
 
@@ -49,7 +51,8 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
         recognizer = Recognizer(model, decode, max_sessions, timing)
         engine = asr_engine(recognizer, max_sessions, idle_timeout)
         return cls(engine, codec, model_name, model.cfg, recognizer.timing,
-                   recognizer.num_codebooks, lambda s: engine.open(ASRStream(s)))
+                   recognizer.num_codebooks, lambda s: engine.open(ASRStream(s)),
+                   pause_heads=model.cfg.extra_heads_num_heads)
 
     @classmethod
     def on_lm_engine(cls, engine: Engine, cfg: LMConfig,
@@ -57,7 +60,8 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
                      text_delay_frames: int, silence: np.ndarray) -> ASRService:
         """On a Moshi-architecture LM's engine (shared with its dialogue sessions), the text
         delayed ``text_delay_frames`` behind the audio; ``silence``: codes of a silent frame
-        for the user's streams. The engine's max_delay must allow the delay."""
+        for the user's streams. The engine's max_delay must allow the delay. The LM's text
+        stream is the only output used: no speech events or pause probabilities."""
         mode = DelayedTextASR(cfg, text_delay_frames, silence)
         return cls(engine, codec, model_name, cfg,
                    SttTiming.from_text_delay_frames(text_delay_frames), cfg.dep_q,
@@ -109,11 +113,10 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
     # ---- RPCs -------------------------------------------------------------------------------
 
     def GetInfo(self, request, context):
-        heads = self.cfg.extra_heads_num_heads
         return asr_pb2.RecognizerInfo(
             model=self.model_name, text_delay_seconds=self.timing.audio_delay_seconds,
             silence_prefix_seconds=self.timing.silence_prefix_seconds,
-            pause_prediction=heads > 0, num_pause_heads=heads,
+            pause_prediction=self.pause_heads > 0, num_pause_heads=self.pause_heads,
             max_sessions=self.engine.max_sessions)
 
     def Recognize(self, request, context):

@@ -47,9 +47,11 @@ class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
     @classmethod
     def create(cls, generator: LMGenerator, model_name: str, max_sessions: int = 8,
                pieces: Sequence[str] | None = None, idle_timeout: float = 30.0,
-               batch_window: float = 0.0) -> MoshiLMService:
+               batch_window: float = 0.0, max_delay: int | None = None) -> MoshiLMService:
+        """``max_delay``: the largest delay any session of the engine may bring (default: the
+        checkpoint's); larger for ASR / TTS sessions sharing the engine (their own delays)."""
         engine = lm_engine(generator, max_sessions, pieces, idle_timeout,
-                           batch_window=batch_window)
+                           batch_window=batch_window, max_delay=max_delay)
         return cls(generator, engine, model_name)
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------
