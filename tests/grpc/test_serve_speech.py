@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from cli.serve import ModelOptions, build_services, checkpoint_kind, serve
 from services.asr import asr_pb2, asr_pb2_grpc
+from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
@@ -24,7 +25,9 @@ from services.tts import tts_pb2, tts_pb2_grpc
 from tests.conftest import FIXTURES, golden_checkpoint
 
 TEXT_DELAY, AUDIO_DELAY = 3, 4  # frames; small, so the tiny model's sessions stay short
-OPTIONS = ModelOptions(max_sessions=4, asr_text_delay=TEXT_DELAY, tts_audio_delay=AUDIO_DELAY)
+# A short batch window: the concurrent sessions' frames meet in the LM's steps.
+OPTIONS = ModelOptions(max_sessions=4, asr_text_delay=TEXT_DELAY, tts_audio_delay=AUDIO_DELAY,
+                       batch_window=0.005)
 NAMES = {"mimi": "services.mimi.Mimi", "lm": "services.moshi_lm.MoshiLM",
          "dialogue": "services.dialogue.Dialogue", "asr": "services.asr.SpeechRecognition",
          "tts": "services.tts.SpeechSynthesis"}
@@ -98,11 +101,21 @@ def test_default_services_share_one_port(default_server):
     assert tts_info.audio_delay_seconds == pytest.approx(AUDIO_DELAY / 12.5)
 
 
+def engine_figures(channel) -> dict:
+    engines = stats_pb2_grpc.EngineStatsStub(channel).GetStats(stats_pb2.GetStatsRequest())
+    return {e.name: e for e in engines.engines}
+
+
 def test_asr_tts_and_dialogue_together_equal_each_alone(default_server):
     alone = [recognize(default_server), synthesize(default_server), converse(default_server)]
+    before = engine_figures(default_server)["moshi_lm"]
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(run, default_server) for run in (recognize, synthesize, converse)]
         together = [f.result() for f in futures]
+    figures = engine_figures(default_server)
+    assert sorted(figures) == ["mimi", "moshi_lm"]  # no engine of their own for ASR and TTS
+    lm = figures["moshi_lm"]
+    assert lm.frames - before.frames > lm.steps - before.steps  # steps held several sessions
     words = [r.word for r in alone[0] if r.HasField("word") and r.word.HasField("end_seconds")]
     assert words and alone[1][1] and alone[2][0]  # each session produced something
     assert together[0] == alone[0]
