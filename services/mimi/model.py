@@ -31,10 +31,9 @@ from services.mimi.quantizer import SplitResidualVectorQuantizer
 from services.mimi.seanet import SeanetDecoder, SeanetEncoder, SeanetState
 
 DEFAULT_CODEBOOKS = 8  # Moshi's setting (1.1 kbps)
-# Batch calls run in pieces of this many frames (4 s): memory stays bounded on long audio and
-# activations smaller (faster on CPU); the result is identical because a piece is just a
-# streaming call.
-BATCH_CHUNK_FRAMES = 50
+# Batch calls run in pieces of this many frames (10 s) so memory stays bounded on long audio;
+# the result is identical because a piece is just a streaming call.
+BATCH_CHUNK_FRAMES = 125
 
 
 @dataclasses.dataclass
