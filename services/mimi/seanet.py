@@ -9,6 +9,7 @@ ELUs take a slot in the sequence, so the convs sit at 0, 3, 6, ... (spec §1.2).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from fractions import Fraction
 
@@ -129,21 +130,17 @@ class _Seanet(nn.Module):
     def __init__(self, layers: list[nn.Module], input_hop: int):
         super().__init__()
         self.model = nn.ModuleList(layers)
-        # Runs of consecutive layers, each (start, end, rows per piece or None for whole).
+        hops = [Fraction(input_hop)]  # waveform samples per row, before each layer and after
+        for layer in layers:
+            hops.append(hops[-1] / _time_scale(layer))
+        # Runs of consecutive fine or coarse layers: (start, end, rows per piece or None).
         self.runs: list[tuple[int, int, int | None]] = []
-        hop = Fraction(input_hop)  # waveform samples per row of the current activation
-        for i, layer in enumerate(layers):
-            out_hop = hop / _time_scale(layer)
-            piece = int(PIECE_SAMPLES / hop) if min(hop, out_hop) < PIECE_HOP else None
-            if self.runs and self.runs[-1][2] is not None and piece is not None:
-                piece = self.runs[-1][2]  # a run keeps its first layer's piece
-            if self.runs and (self.runs[-1][2] is None) == (piece is None):
-                self.runs[-1] = (self.runs[-1][0], i + 1, piece)
-            else:
-                self.runs.append((i, i + 1, piece))
-            hop = out_hop
-        self.runs = [(start, end, piece and _aligned(piece, layers[start:end]))
-                     for start, end, piece in self.runs]
+        for fine, group in itertools.groupby(range(len(layers)),
+                                             key=lambda i: min(hops[i], hops[i + 1]) < PIECE_HOP):
+            indices = list(group)
+            start, end = indices[0], indices[-1] + 1
+            piece = _aligned(int(PIECE_SAMPLES / hops[start]), layers[start:end]) if fine else None
+            self.runs.append((start, end, piece))
         self._stateful = [hasattr(layer, "init_state") for layer in layers]
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,

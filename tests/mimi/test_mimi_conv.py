@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from services.mimi import get_preset
 from services.mimi.conv import TimeMajorConv1d, TimeMajorConvTranspose1d, elu
+from services.mimi.seanet import SeanetDecoder, SeanetEncoder
 
 torch.manual_seed(0)
 
@@ -99,3 +101,11 @@ def test_unsupported_shapes_are_refused():
         TimeMajorConv1d(4, 4, 5, stride=2)
     with pytest.raises(ValueError, match="kernel = 2"):
         TimeMajorConvTranspose1d(4, 4, 5, 2)
+
+
+def test_seanet_runs_fine_layers_in_cache_sized_pieces():
+    cfg = get_preset("mimi_202407").seanet
+    # Encoder: conv, res 64, conv /4, res 128, conv /5 at < 20 samples per row, 2 frames at a
+    # time; decoder: the mirror image from the x5 transposed conv on.
+    assert SeanetEncoder(cfg).runs == [(0, 7, 3840), (7, 15, None)]
+    assert SeanetDecoder(cfg).runs == [(0, 8, None), (8, 15, 192)]
