@@ -13,9 +13,14 @@ Modes: float32, bfloat16 (compute dtype) and int8 (``load_lm(quantize="int8")``:
 for the temporal transformer and text head, bf16 activations).
 
 Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
-median resists other jobs' bursts). Memory: a checkpoint of the shape is written (bf16, as
-Kyutai ships them) and loaded in a fresh process; the table gives the process's peak RSS
-growth during load_lm against the checkpoint's size.
+median resists other jobs' bursts). On a CPU shared with other jobs, two OpenMP threads that
+spin-wait for each other lose badly (5-10x here); run with OMP_WAIT_POLICY=PASSIVE there, or
+compare with --threads 1. The step is memory-bound at small batch: the STT-1B step reads its
+whole weights (3.4 GB fp32, 1.7 GB bf16, 0.84 GB int8) plus the KV ring (context 750).
+
+Memory: a checkpoint of the shape is written (bf16, as Kyutai ships them) and loaded in a
+fresh process; the table gives the process's peak RSS growth during load_lm (peak RSS minus
+RSS before) against the checkpoint's size.
 """
 
 from __future__ import annotations
