@@ -53,8 +53,10 @@ class SamplingSettings:
 
     @classmethod
     def from_lm_gen_config(cls, config: dict[str, Any], seed: int = 0) -> SamplingSettings:
-        """From a checkpoint's ``lm_gen_config`` (keys temp, temp_text, top_k, top_k_text);
-        missing keys keep Kyutai's LMGen defaults."""
+        """From a checkpoint's ``lm_gen_config`` (keys temp, temp_text, top_k, top_k_text,
+        use_sampling); missing keys keep Kyutai's LMGen defaults."""
+        if config.get("use_sampling", True) is False:
+            return dataclasses.replace(cls.greedy(), seed=seed)
         default = cls()
         return cls(text_temperature=config.get("temp_text", default.text_temperature),
                    text_top_k=config.get("top_k_text", default.text_top_k),
