@@ -109,3 +109,19 @@ def test_seanet_runs_fine_layers_in_cache_sized_pieces():
     # time; decoder: the mirror image from the x5 transposed conv on.
     assert SeanetEncoder(cfg).runs == [(0, 7, 3840), (7, 15, None)]
     assert SeanetDecoder(cfg).runs == [(0, 8, None), (8, 15, 192)]
+
+
+@pytest.mark.parametrize("make, ratio", [
+    (lambda: TimeMajorConv1d(4, 6, 3), 1),
+    (lambda: TimeMajorConv1d(4, 6, 8, stride=4, pad_mode="replicate"), 4),
+    (lambda: TimeMajorConvTranspose1d(4, 6, 8, 4), 1 / 4),
+    (lambda: TimeMajorConvTranspose1d(4, 4, 4, 2, groups=4), 1 / 2),
+])
+def test_causality_by_gradient(make, ratio):
+    module = make()
+    x = torch.randn(2, 16, 4, requires_grad=True)
+    y = module(x)
+    cut = y.shape[1] // 2
+    y[:, :cut].sum().backward()
+    assert x.grad[:, : int(cut * ratio)].abs().sum() > 0
+    assert x.grad[:, int(cut * ratio):].abs().max() == 0
