@@ -1,6 +1,5 @@
 import json
 
-import pytest
 import torch
 
 from services.moshi_lm.config import LMConfig
@@ -16,16 +15,6 @@ def fixture_config(name: str) -> LMConfig:
 def load_fixture(name: str, dtype: torch.dtype = torch.float32) -> LMModel:
     """A golden checkpoint through the real loader (its config comes from the sidecar)."""
     return load_lm(FIXTURES / f"{name}.safetensors", config=fixture_config(name), dtype=dtype)
-
-
-@pytest.fixture(scope="session")
-def dev_model() -> LMModel:
-    return load_fixture("lm_dev")
-
-
-@pytest.fixture(scope="session")
-def stt_model() -> LMModel:
-    return load_fixture("lm_dev_stt")
 
 
 def tiny_config(**overrides) -> LMConfig:
