@@ -144,3 +144,16 @@ def test_finish_replaces_the_chosen_text():
         assert result.text.item() == t + 1
         if t >= 1:
             assert result.frame[0, 0].item() == t  # chosen at the previous call
+
+
+def test_same_seed_sessions_sample_independently():
+    """Four sampled sessions with one seed and different audio: each equals itself alone."""
+    model = tiny_model()
+    generator = LMGenerator(model)
+    user = torch.stack([user_codes(12, s, model) for s in range(4)], dim=1)
+    state = generator.init_state(4, SAMPLED)
+    together = [generator.step(state, user[t]) for t in range(12)]
+    for i in range(4):
+        alone = run_alone(generator, user[:, i], SAMPLED, MOSHI)
+        assert [r.frame[i].tolist() for r in together] == [r.frame[0].tolist() for r in alone]
+        assert [r.text[i].item() for r in together] == [r.text.item() for r in alone]
