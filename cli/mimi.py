@@ -11,6 +11,7 @@ bounds memory and drives the progress bar.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 
 import click
@@ -65,7 +66,7 @@ def _with_progress(pieces: list, label: str) -> Iterator:
     if len(pieces) <= 1:
         yield from pieces
         return
-    with click.progressbar(pieces, label=label, file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(pieces, label=label, file=sys.stderr) as bar:
         yield from bar
 
 

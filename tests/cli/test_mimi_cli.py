@@ -5,9 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from click.testing import CliRunner
 
+import cli.mimi
 from cli.main import main
+from services.mimi import build_random_mimi
 from services.mimi.codes_file import load_codes
 from tests.conftest import FIXTURES
 
@@ -55,3 +58,19 @@ def test_clear_errors(tmp_path):
     result = runner.invoke(main, ["mimi", "encode", str(source), str(tmp_path / "c.st"),
                                   "--checkpoint", str(tmp_path)])
     assert result.exit_code == 1 and "no Mimi checkpoint" in result.output
+
+
+def test_long_files_show_progress_and_match_the_batch_codes(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli.mimi, "PROGRESS_FRAMES", 5)  # 2.3 s = 29 frames -> 6 pieces
+    source, codes_path = tmp_path / "in.wav", tmp_path / "codes.safetensors"
+    _tone(source, 24_000, 2.3, 1)
+    runner = CliRunner()
+    result = runner.invoke(main, ["mimi", "encode", str(source), str(codes_path)])
+    assert result.exit_code == 0, result.output
+    assert "encoding" in result.stderr
+    audio, _ = soundfile.read(source, dtype="float32")
+    expected = build_random_mimi(seed=cli.mimi.BUILTIN_SEED).encode(
+        torch.from_numpy(audio)[None, None])[0]
+    assert torch.equal(load_codes(codes_path).codes, expected)
+    result = runner.invoke(main, ["mimi", "decode", str(codes_path), str(tmp_path / "o.wav")])
+    assert result.exit_code == 0 and "decoding" in result.stderr
