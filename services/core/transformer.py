@@ -84,15 +84,17 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 def rope_angles(positions: Tensor, head_dim: int, max_period: float) -> tuple[Tensor, Tensor]:
-    """cos and sin [B, T, 1, head_dim / 2] of the rotation at each position (float32)."""
+    """cos and sin [B, T, 1, 1, head_dim / 2] of the rotation at each position (float32),
+    shaped to rotate q and k together in their fused [B, T, 2, H, head_dim] view."""
     half = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
     freqs = torch.exp(half * (-2.0 * math.log(max_period) / head_dim))
-    angles = positions.float()[..., None] * freqs
-    return torch.cos(angles)[:, :, None], torch.sin(angles)[:, :, None]
+    angles = positions.float()[..., None, None, None] * freqs
+    return torch.cos(angles), torch.sin(angles)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotates interleaved pairs (x[2i], x[2i+1]) of x [B, T, H, D], computed in float32."""
+    """Rotates interleaved pairs (x[2i], x[2i+1]) of x [B, T, ..., D] (cos, sin broadcast
+    against [B, T, ..., D / 2]), computed in float32."""
     pairs = x.float().unflatten(-1, (-1, 2))
     real, imag = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
@@ -118,9 +120,11 @@ class MultiheadAttention(nn.Module):
         if self.weight_sets > 1:
             w_in = w_in.view(self.weight_sets, 3 * dim, dim)[weight_index]
             w_out = w_out.view(self.weight_sets, dim, dim)[weight_index]
-        q, k, v = F.linear(x, w_in).view(batch, steps, 3, self.num_heads, -1).unbind(dim=2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qkv = F.linear(x, w_in).view(batch, steps, 3, self.num_heads, -1)
+        if rope is None:
+            q, k, v = qkv.unbind(dim=2)
+        else:  # one rotation call for q and k: fewer small ops on the per-step path
+            (q, k), v = apply_rope(qkv[:, :, :2], *rope).unbind(dim=2), qkv[:, :, 2]
         keys, values = cache.write(k, v)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, cache.mask)
         return F.linear(out.transpose(1, 2).reshape(batch, steps, dim), w_out)

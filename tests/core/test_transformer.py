@@ -22,7 +22,8 @@ def reference_attention_forward(model: Transformer, x: torch.Tensor) -> torch.Te
     pos = torch.arange(steps)[None].expand(x.shape[0], -1)
     delta = pos[0][:, None] - pos[0][None, :]
     mask = (delta >= 0) & (delta < (cfg.context or steps + 1))
-    rope = rope_angles(pos, cfg.head_dim, cfg.max_period)
+    cos, sin = rope_angles(pos, cfg.head_dim, cfg.max_period)
+    rope = cos[:, :, 0], sin[:, :, 0]  # [B, T, 1, D / 2]: one of q, k at a time
     for layer in model.layers:
         h = layer.norm1(x)
         q, k, v = torch.nn.functional.linear(h, layer.self_attn.in_proj_weight).view(
