@@ -54,6 +54,12 @@ class StreamingState:
                 for child in _child_states(value):
                     child.reset(mask)
 
+    def first_sessions(self, n: int) -> StreamingState:
+        """A state of the first ``n`` sessions that shares this one's memory (views): a step on
+        it updates these rows in place. A serving engine fills low slots first and steps only
+        the rows up to its highest busy slot, so idle capacity costs nothing."""
+        return _first_sessions(self, n, 0)
+
     def snapshot(self) -> StreamingState:
         """A deep copy, to restore later with ``restore``."""
         return copy.deepcopy(self)
@@ -71,6 +77,21 @@ class StreamingState:
                     a.restore(b)
             else:
                 setattr(self, field.name, copy.deepcopy(theirs))
+
+
+def _first_sessions(value: Any, n: int, dim: int) -> Any:
+    """Views of the first ``n`` sessions of a tensor, a state, any dataclass of per-session
+    tensors (e.g. sampling settings) or a list of them; other values are shared as they are."""
+    if isinstance(value, Tensor):
+        return value.narrow(dim, 0, n)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_first_sessions(v, n, 0) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        dims = value.batch_dims if isinstance(value, StreamingState) else {}
+        return dataclasses.replace(value, **{
+            f.name: _first_sessions(getattr(value, f.name), n, dims.get(f.name, 0))
+            for f in dataclasses.fields(value) if f.init})
+    return value
 
 
 def _child_states(value: Any) -> list[StreamingState]:

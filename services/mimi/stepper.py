@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from services.core.engine import Engine
+from services.core.streaming import StreamingState
 from services.mimi.model import MimiModel
 
 
@@ -82,7 +83,9 @@ class MimiStepper:
         k = max(self._encode_codebooks[r] for r in rows)
         # Residual quantization is sequential, so the first k' codes of a k-code frame are the
         # k'-code frame: one call serves sessions asking for different counts.
-        codes = self.model.encode_step(self._pcm, self.encoder_state, self._rows_mask(rows),
+        n = max(rows) + 1  # idle rows above the highest busy one stay out of the forward
+        codes = self.model.encode_step(self._pcm[:n], self._first(self.encoder_state, n),
+                                       self._rows_mask(rows)[:n],
                                        num_codebooks=k)[rows, :, 0].cpu().numpy()
         for n, (row, i) in enumerate(zip(rows, where, strict=True)):
             outputs[i] = codes[n, : self._encode_codebooks[row]]
@@ -91,10 +94,15 @@ class MimiStepper:
                 outputs: list) -> None:
         codes = self._codes[:, :k]
         codes[rows, :, 0] = torch.from_numpy(np.stack(frames)).to(codes)
-        pcm = self.model.decode_step(codes, self.decoder_state, self._rows_mask(rows))
+        n = max(rows) + 1
+        pcm = self.model.decode_step(codes[:n], self._first(self.decoder_state, n),
+                                     self._rows_mask(rows)[:n])
         pcm = pcm[rows, 0].float().cpu().numpy()
         for n, i in enumerate(where):
             outputs[i] = pcm[n]
+
+    def _first(self, state: StreamingState, n: int) -> StreamingState:
+        return state if n == self.max_streams else state.first_sessions(n)
 
     def _rows_mask(self, rows: Sequence[int]) -> torch.Tensor:
         self._mask.zero_()

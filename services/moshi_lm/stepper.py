@@ -91,7 +91,13 @@ class LMStepper:
             self._forced[[s for s, _ in rows]] = torch.from_numpy(
                 np.stack([f for _, f in rows])).to(self._forced)
             forced = self._forced
-        result = self.generator.step(self.state, self._user, forced, self._active)
+        # Slots are handed out lowest first: stepping rows up to the highest busy one leaves
+        # idle capacity out of the forward.
+        rows = max(slots) + 1
+        state = self.state if rows == len(self._active) else self.state.first_sessions(rows)
+        result = self.generator.step(state, self._user[:rows],
+                                     None if forced is None else forced[:rows],
+                                     self._active[:rows])
         index = list(slots)
         frames = result.frame[index].cpu().numpy()
         valid = result.valid[index].cpu().numpy()

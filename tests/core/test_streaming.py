@@ -55,3 +55,17 @@ def test_masked_update_only_touches_active():
     assert target.sum(dim=1).tolist() == [2, 0, 2]
     masked_update(target, torch.full((3, 2), 5.0), None)
     assert target.min() == 5
+
+
+def test_first_sessions_are_views_that_update_in_place():
+    state = _state()
+    head = state.first_sessions(2)
+    assert head.count.tolist() == [0, 1]
+    assert head.stack.shape == (2, 2, 4)
+    assert head.children[0].buffer.shape == (2, 2)
+    head.count += 10
+    head.children[1].buffer.fill_(3)
+    head.reset(torch.tensor([False, True]))
+    assert state.count.tolist() == [10, 0, 2]
+    assert state.children[1].buffer[:, 0].tolist() == [3, 7, 0]  # row 1 reset to fresh
+    assert state.stack[:, 1].abs().sum() == 0 and state.stack[:, 2].min() == 1
