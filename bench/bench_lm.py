@@ -9,8 +9,9 @@ Shapes (random weights, 2 threads):
           (dim 128, 2 layers), Moshi delays; sampled (text 0.7/25, audio 0.8/250).
 - stt_1b: Kyutai STT 1B (dim 2048, 16 layers, 16 heads, text_card 8000, n_q 32, dep_q 0,
           context 750); greedy, as its lm_gen_config.
-Modes: float32, bfloat16 (compute dtype) and int8 (``load_lm(quantize="int8")``: int8 weights
-for the temporal transformer and text head, bf16 activations).
+Modes: float32, bfloat16 (compute dtype), int8 (``load_lm(quantize="int8")``: dynamic int8
+for the temporal transformer and text head, bf16 elsewhere) and int8-weight (int8 weights,
+bf16 activations).
 
 Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
 median resists other jobs' bursts). On a CPU shared with other jobs, two OpenMP threads that
@@ -52,7 +53,7 @@ SHAPES = {
     "stt_1b": (preset("stt_1b_en_fr"), SamplingSettings.greedy()),
 }
 MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
-         "int8": (torch.bfloat16, "int8")}
+         "int8": (torch.bfloat16, "int8"), "int8-weight": (torch.bfloat16, "int8-weight")}
 WARMUP, STEPS = 3, 10
 
 
@@ -150,12 +151,12 @@ def main() -> None:
 
 def speed_table(args: argparse.Namespace) -> None:
     print(f"ms per streaming step, {args.threads} threads (median of {args.steps})")
-    print(f"{'shape':8} {'mode':9} " + " ".join(f"{f'B={b}':>9}" for b in args.batches))
+    print(f"{'shape':8} {'mode':11} " + " ".join(f"{f'B={b}':>9}" for b in args.batches))
     for shape in args.shapes:
         cfg, settings = SHAPES[shape]
         for mode in args.modes:
             times = time_steps(cfg, settings, mode, args.batches, args.steps)
-            print(f"{shape:8} {mode:9} " + " ".join(f"{times[b]:9.1f}" for b in args.batches),
+            print(f"{shape:8} {mode:11} " + " ".join(f"{times[b]:9.1f}" for b in args.batches),
                   flush=True)
 
 

@@ -68,7 +68,8 @@ def lm() -> None:
 @click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
               help="Compute dtype, whatever the stored dtype.")
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default=None,
-              help="int8 weights for the temporal transformer (faster on CPU).")
+              help="CPU: int8 weights for the temporal transformer; int8 = dynamic int8 "
+                   "kernels (fastest), int8-weight = bf16 activations (closer to float).")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 def generate(checkpoint: str | None, hf_repo: str | None, user_codes: str, output: str,
              greedy: bool, seed: int | None, temperature: float | None, top_k: int | None,

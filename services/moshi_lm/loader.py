@@ -54,8 +54,9 @@ def load_lm(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = N
             config: LMConfig | None = None, dtype: torch.dtype = torch.float32,
             device: torch.device | str = "cpu", quantize: str | None = None) -> LMModel:
     """An inference-ready LM in compute dtype ``dtype`` whatever the stored dtype.
-    ``quantize="int8"``: int8 weights for the temporal transformer and text head (bf16
-    activations), the fast CPU path; see ``quantize.py``."""
+    ``quantize``: int8 weights for the temporal transformer and text head, the fast CPU path:
+    "int8" (dynamic int8 kernels, fastest) or "int8-weight" (bf16 activations, closer to
+    float); see ``quantize.py``."""
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantize mode {quantize!r}; known: {QUANTIZE_MODES}")
     config = config or load_config(checkpoint, hf_repo)
@@ -74,13 +75,13 @@ def load_lm(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = N
 def prepare_for_inference(model: LMModel, quantize: str | None = None,
                           pack: bool = True) -> LMModel:
     """Eval mode, fused tables, and the fast CPU weight formats of ``quantize.py``: int8 for
-    the temporal transformer and text head when ``quantize="int8"``; with ``pack``, every
-    other bf16 linear weight on CPU in oneDNN's layout (bit-identical results)."""
+    the temporal transformer and text head with ``quantize``; with ``pack``, every other bf16
+    linear weight on CPU in oneDNN's layout (bit-identical results)."""
     model.eval().requires_grad_(False)
     model.fuse_weights()
-    if quantize == "int8":
-        quantize_int8(model.transformer)
-        quantize_int8(model.text_linear)
+    if quantize is not None:
+        quantize_int8(model.transformer, quantize)
+        quantize_int8(model.text_linear, quantize)
     if pack:
         for part in model.linear_parts():
             pack_bf16(part)

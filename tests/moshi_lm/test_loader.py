@@ -130,18 +130,23 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_int8_weights_stay_close_to_float(tmp_path):
+    from services.moshi_lm.quantize import DynamicInt8Weight, Int8Weight
+
     cfg = tiny_config(dim=64, context=16)
     random_checkpoint(tmp_path / "ckpt", cfg)
-    outputs = []
-    for quantize in (None, "int8"):
+    outputs = {}
+    for quantize, kind in ((None, None), ("int8", DynamicInt8Weight), ("int8-weight", Int8Weight)):
         model = load_lm(tmp_path / "ckpt", quantize=quantize)
+        if kind is not None:  # every temporal weight and the text head
+            assert sum(isinstance(b, kind) for b in model.buffers()) == 4 * cfg.num_layers + 1
         generator = LMGenerator(model)
         state = generator.init_state(1, SamplingSettings.greedy())
         codes = torch.arange(cfg.num_input_codebooks)[None]
-        outputs.append(torch.stack([generator.step(state, codes, return_logits=True)
-                                    .text_logits[0] for _ in range(6)]))
-    error = (outputs[1] - outputs[0]).abs().max() / outputs[0].abs().max()
-    assert error < 0.05
+        outputs[quantize] = torch.stack([generator.step(state, codes, return_logits=True)
+                                         .text_logits[0] for _ in range(6)])
+    scale = outputs[None].abs().max()
+    for quantize in ("int8", "int8-weight"):
+        assert (outputs[quantize] - outputs[None]).abs().max() / scale < 0.05, quantize
 
 
 def test_extra_heads_read_the_output_before_out_norm():
