@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -112,15 +111,19 @@ def _unshared(model: LMModel) -> LMModel:
 
 def _load_only(folder: str, dtype: str) -> None:
     torch.ones(64, 64) @ torch.ones(64, 64)  # torch's lazy start-up allocations come first
-    before = _current_rss_gb()
+    before = _memory_gb("VmRSS")
     load_lm(folder, dtype=getattr(torch, dtype))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
-    print(f"{peak - before:.3f}")
+    print(f"{_memory_gb('VmHWM') - before:.3f}")
 
 
-def _current_rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 1e9
+def _memory_gb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process. (getrusage's maxrss would include the
+    parent's peak, inherited across fork.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1e6  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def main() -> None:
