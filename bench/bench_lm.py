@@ -19,6 +19,15 @@ spin-wait for each other lose badly (5-10x here); run with OMP_WAIT_POLICY=PASSI
 compare with --threads 1. The step is memory-bound at small batch: the STT-1B step reads its
 whole weights (3.4 GB fp32, 1.7 GB bf16, 0.84 GB int8) plus the KV ring (context 750).
 
+Measured on the 2-core dev VM when it was quiet (2 threads, ms per step; B=1 / B=4 / B=16;
+runs vary by about 10%):
+    small   float32  15 / 23 / 53    bfloat16 16 / 21 / 41    int8 15 / 20 / 40
+    stt_1b  float32  186 / 400 / 871 bfloat16 98-118 / 140-151 / 352
+            int8     56-59 / 94-112 / 234    int8-weight 112 / 151 / 487
+(Kyutai's implementation on the same machine: small 36 / 47 fp32; stt_1b 241 fp32, 170 bf16
+at B=1, 634 / 323 at B=4.) The machine reads about 21 GB/s with 2 threads, so the fp32 1B step
+(3.4 GB of weights + 0.2 GB of KV ring) cannot go much below 170 ms.
+
 Memory: a checkpoint of the shape is written (bf16, as Kyutai ships them) and loaded in a
 fresh process; the table gives the process's peak RSS growth during load_lm (peak RSS minus
 RSS before) against the checkpoint's size.
