@@ -120,6 +120,17 @@ class LMConfig:
         return tuple(range(self.dep_q))
 
     @property
+    def depformer_input_index(self) -> tuple[int, ...]:
+        """Input projection (``depformer_in``) of each generated codebook: with multi_linear,
+        one per codebook, or shared as the weight sets are when a schedule is given; else a
+        single one."""
+        if not self.depformer_multi_linear:
+            return (0,) * self.dep_q
+        if self.depformer_weights_per_step_schedule is not None:
+            return tuple(self.depformer_weights_per_step_schedule)
+        return tuple(range(self.dep_q))
+
+    @property
     def depformer(self) -> TransformerConfig:
         dim_ff = self.depformer_dim_feedforward
         if dim_ff is None:
@@ -157,7 +168,8 @@ class LMConfig:
             raise ValueError(f"dep_q={self.dep_q} must be between 0 and n_q={self.n_q}")
         if min(self.delays) < 0:
             raise ValueError(f"delays must be >= 0, got {self.delays}")
-        if self.dep_q and len(self.depformer_weight_index) != self.dep_q:
+        schedule = self.depformer_weights_per_step_schedule
+        if self.dep_q and schedule is not None and len(schedule) != self.dep_q:
             raise ValueError("depformer_weights_per_step_schedule needs one entry per "
                              f"generated codebook ({self.dep_q})")
         if not self.causal:

@@ -135,11 +135,13 @@ class LMGenerator:
         self.initial = torch.tensor(self.cfg.initial_tokens, device=self.device)
 
     def init_state(self, batch_size: int, settings: SamplingSettings | None = None,
-                   delays: tuple[int, ...] | None = None, max_delay: int | None = None
-                   ) -> LMState:
+                   delays: tuple[int, ...] | None = None, max_delay: int | None = None,
+                   **temporal_options: Any) -> LMState:
         """A state for ``batch_size`` sessions, all started with ``settings`` (default: the
         checkpoint's lm_gen_config) and ``delays`` (default: the checkpoint's). ``max_delay``
-        bounds the delays any session of this state may use later (sizes the ring)."""
+        bounds the delays any session of this state may use later (sizes the ring).
+        ``temporal_options`` go to the model's ``init_temporal_state`` (e.g. the TTS model's
+        voice_length)."""
         cfg = self.cfg
         delays = tuple(delays or cfg.delays)
         capacity = max(max_delay or 0, max(delays), cfg.max_delay) + 2
@@ -151,7 +153,8 @@ class LMGenerator:
             text=SamplingParams.create(batch_size, device=device),
             audio=SamplingParams.create(batch_size, device=device))
         state = LMState(
-            transformer=self.model.transformer.init_state(batch_size, device, self.dtype),
+            transformer=self.model.init_temporal_state(batch_size, device, self.dtype,
+                                                       **temporal_options),
             depformer=(self.model.init_depformer_state(batch_size, device, self.dtype)
                        if cfg.dep_q else None),
             cache=torch.full((batch_size, cfg.num_streams, capacity), UNGENERATED_TOKEN,

@@ -19,9 +19,6 @@ from services.core.constants import ZERO_TOKEN
 from services.core.transformer import RMSNorm, Transformer, TransformerState
 from services.moshi_lm.config import LMConfig
 
-# Config keys that need modules this class does not build (the TTS model adds them).
-_TTS_ONLY_KEYS = ("demux_second_stream", "cross_attention", "conditioners", "fuser")
-
 
 class TokenEmbedding(nn.Embedding):
     """Embedding where the id -1 (``ZERO_TOKEN``, "no input") gives an exact zero vector."""
@@ -29,6 +26,27 @@ class TokenEmbedding(nn.Embedding):
     def forward(self, ids: Tensor) -> Tensor:
         out = F.embedding(ids.clamp(min=0), self.weight)
         return out.masked_fill((ids == ZERO_TOKEN).unsqueeze(-1), 0.0)
+
+
+class LowRankEmbedding(nn.Module):
+    """An embedding table of width ``rank`` followed by a ``low_rank`` projection to ``dim``
+    (the depformer's tables with ``depformer_low_rank_embeddings``); id -1 gives zeros."""
+
+    def __init__(self, num_embeddings: int, rank: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_embeddings, rank))
+        self.low_rank = nn.Linear(rank, dim, bias=False)
+        nn.init.normal_(self.weight)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        out = self.low_rank(F.embedding(ids.clamp(min=0), self.weight))
+        return out.masked_fill((ids == ZERO_TOKEN).unsqueeze(-1), 0.0)
+
+
+def _embedding(num_embeddings: int, dim: int, rank: int | None = None) -> nn.Module:
+    if rank:
+        return LowRankEmbedding(num_embeddings, rank, dim)
+    return TokenEmbedding(num_embeddings, dim)
 
 
 @dataclasses.dataclass
@@ -39,36 +57,51 @@ class TemporalOutput:
 
 
 class LMModel(nn.Module):
+    # Config keys (kept in ``cfg.extra``) needing modules this class does not build; a
+    # subclass that builds them (the TTS model) clears this.
+    unbuilt_keys: tuple[str, ...] = (
+        "demux_second_stream", "cross_attention", "conditioners", "fuser")
+
     def __init__(self, cfg: LMConfig):
         super().__init__()
         cfg.validate()
-        unsupported = [k for k in _TTS_ONLY_KEYS if cfg.extra.get(k)]
-        if cfg.depformer_low_rank_embeddings:
-            unsupported.append("depformer_low_rank_embeddings")
+        unsupported = [k for k in self.unbuilt_keys if cfg.extra.get(k)]
         if unsupported:
-            raise ValueError(f"LMModel does not build {unsupported} (TTS checkpoints need the "
-                             "TTS model)")
+            raise ValueError(f"{type(self).__name__} does not build {unsupported} (TTS "
+                             "checkpoints need the TTS model)")
         self.cfg = cfg
-        self.text_emb = TokenEmbedding(cfg.text_card + 1, cfg.dim)
+        self.text_emb = self._make_text_embedding(cfg.dim)
         self.emb = nn.ModuleList(TokenEmbedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q))
-        self.transformer = Transformer(cfg.transformer)
+        self.transformer = self._make_transformer()
         self.out_norm = RMSNorm(cfg.dim)
         self.text_linear = nn.Linear(cfg.dim, cfg.text_vocab, bias=False)
         self.extra_heads = nn.ModuleList(
             nn.Linear(cfg.dim, cfg.extra_heads_dim, bias=False)
             for _ in range(cfg.extra_heads_num_heads))
         if cfg.dep_q:
-            num_in = cfg.dep_q if cfg.depformer_multi_linear else 1
-            dcfg = cfg.depformer
+            dim, rank = cfg.depformer_dim, cfg.depformer_low_rank_embeddings
+            num_in = max(cfg.depformer_input_index) + 1
             self.depformer_in = nn.ModuleList(
-                nn.Linear(cfg.dim, dcfg.d_model, bias=False) for _ in range(num_in))
-            self.depformer_text_emb = TokenEmbedding(cfg.text_card + 1, dcfg.d_model)
+                nn.Linear(cfg.dim, dim, bias=False) for _ in range(num_in))
+            self.depformer_text_emb = self._make_text_embedding(dim, rank)
             # The last codebook is never an input: dep_q - 1 tables.
             self.depformer_emb = nn.ModuleList(
-                TokenEmbedding(cfg.card + 1, dcfg.d_model) for _ in range(cfg.dep_q - 1))
-            self.depformer = Transformer(dcfg)
+                _embedding(cfg.card + 1, dim, rank) for _ in range(cfg.dep_q - 1))
+            self.depformer = Transformer(cfg.depformer)
             self.linears = nn.ModuleList(
-                nn.Linear(dcfg.d_model, cfg.card, bias=False) for _ in range(cfg.dep_q))
+                nn.Linear(dim, cfg.card, bias=False) for _ in range(cfg.dep_q))
+            # Which projection each codebook uses, as a tensor once on the right device.
+            self._input_index: Tensor | None = None
+
+    # ---- construction hooks (a subclass swaps in its own variants) --------------------------
+
+    def _make_text_embedding(self, dim: int, rank: int | None = None) -> nn.Module:
+        """The text table of the temporal transformer (width ``dim``) or, with ``rank`` when
+        low-rank, of the depformer."""
+        return _embedding(self.cfg.text_card + 1, dim, rank)
+
+    def _make_transformer(self) -> Transformer:
+        return Transformer(self.cfg.transformer)
 
     # ---- fused weights ----------------------------------------------------------------------
     # The n_q audio tables (and the dep_q depformer input projections) are looked up (applied)
@@ -126,6 +159,12 @@ class LMModel(nn.Module):
             out = out + vectors[..., k, :]
         return out
 
+    def init_temporal_state(self, batch_size: int, device: torch.device | str | None = None,
+                            dtype: torch.dtype | None = None) -> TransformerState:
+        """The temporal transformer's state for B sessions (a subclass may hold more in it,
+        and take more keyword arguments: ``LMGenerator.init_state`` passes them through)."""
+        return self.transformer.init_state(batch_size, device, dtype)
+
     def temporal(self, x: Tensor, state: TransformerState | None = None,
                  active: Tensor | None = None) -> TemporalOutput:
         """Summed embeddings [B, T, dim] -> hidden state, text logits and extra-head probs."""
@@ -141,12 +180,21 @@ class LMModel(nn.Module):
     # ---- depth transformer ----------------------------------------------------------------
 
     def depformer_inputs(self, hidden: Tensor) -> Tensor:
-        """hidden [..., dim] -> the per-codebook projections [..., dep_q, depformer_dim]."""
+        """hidden [..., dim] -> the per-codebook projections [..., dep_q, depformer_dim]:
+        codebook k gets projection ``cfg.depformer_input_index[k]``, all of them computed by
+        one matmul of the fused weight."""
         if not self._fused():
             self.fuse_weights()
         proj = F.linear(hidden, self._depformer_in_weight)
         proj = proj.unflatten(-1, (-1, self.cfg.depformer_dim))
-        return proj.expand(*proj.shape[:-2], self.cfg.dep_q, -1)
+        if proj.shape[-2] == 1:
+            return proj.expand(*proj.shape[:-2], self.cfg.dep_q, -1)
+        if self.cfg.depformer_input_index == tuple(range(self.cfg.dep_q)):
+            return proj  # one projection per codebook, in order
+        if self._input_index is None or self._input_index.device != proj.device:
+            self._input_index = torch.tensor(self.cfg.depformer_input_index,
+                                             device=proj.device)
+        return proj.index_select(-2, self._input_index)
 
     def init_depformer_state(self, batch_size: int, device: torch.device | str | None = None,
                              dtype: torch.dtype | None = None) -> TransformerState:

@@ -4,10 +4,9 @@
   look-ahead), id = (second + 1) * card + main; it embeds them as the sum of two projections of
   one shared table. Keys ``text_emb.{weight,out1,out2}`` and, in the depth transformer's
   low-rank variant, ``depformer_text_emb.{weight,low_rank,out1,out2}``.
-- ``LowRankEmbedding``: the depth transformer's audio tables [card + 1, rank] followed by a
-  ``low_rank`` projection to its width (keys ``depformer_emb.k.{weight,low_rank}``).
 
-In both, id -1 ("no input") embeds to an exact zero vector.
+Id -1 ("no input") embeds to an exact zero vector. (The low-rank depformer audio tables are an
+LM feature: ``services.moshi_lm.model.LowRankEmbedding``.)
 """
 
 from __future__ import annotations
@@ -52,16 +51,3 @@ class DemuxTextEmbedding(nn.Module):
         out = out + out2 * (second >= 0)[..., None].to(out2.dtype)
         return _zero_where_no_input(ids, out)
 
-
-class LowRankEmbedding(nn.Module):
-    """An embedding table of width ``rank`` followed by a projection to ``dim``."""
-
-    def __init__(self, num_embeddings: int, rank: int, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_embeddings, rank))
-        self.low_rank = nn.Linear(rank, dim, bias=False)
-        nn.init.normal_(self.weight)
-
-    def forward(self, ids: Tensor) -> Tensor:
-        out = self.low_rank(F.embedding(ids.clamp(min=0), self.weight))
-        return _zero_where_no_input(ids, out)

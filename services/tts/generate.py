@@ -131,9 +131,7 @@ class TTSGenerator:
         self.tts = tts or model.tts_config
         self.lm = LMGenerator(model)
         cfg, device = model.cfg, self.lm.device
-        self.state = self.lm.init_state(max_sessions)
-        self.state.transformer = model.init_temporal_state(max_sessions, device, self.lm.dtype,
-                                                           voice_length)
+        self.state = self.lm.init_state(max_sessions, voice_length=voice_length)
         self.sessions: list[TTSSession | None] = [None] * max_sessions
         self.voice_length = voice_length
         # Per-slot tensors, written in place.

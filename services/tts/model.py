@@ -3,12 +3,11 @@
 - a demuxed text embedding (main + look-ahead stream muxed in one id), in the temporal and the
   depth transformer;
 - conditioning: LUT conditions summed into the input at every step, voice embeddings as the
-  cross-attention source of every temporal layer;
-- a depth transformer with scheduled weight sharing (``depformer_weights_per_step_schedule``:
-  codebook k uses weight set schedule[k], input projection included) and low-rank audio
-  embeddings.
+  source of a cross-attention added to every temporal layer.
 
-Everything else (delays, caches, sampling) is the LM's. Parameter names match the checkpoint.
+The scheduled depformer weights and low-rank depformer embeddings are LM config features, and
+everything else (delays, caches, sampling) is the LM's too. Parameter names match the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -18,14 +17,13 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from services.core.constants import FRAME_RATE
 from services.core.transformer import Transformer, TransformerState
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.model import LMModel, TemporalOutput
 from services.tts.conditioning import ConditioningConfig, ConditionProvider
-from services.tts.embeddings import DemuxTextEmbedding, LowRankEmbedding
+from services.tts.embeddings import DemuxTextEmbedding
 from services.tts.state_machine import StateMachineConfig
 
 
@@ -80,58 +78,29 @@ class ConditionedState(TransformerState):
 
 
 class TTSModel(LMModel):
+    unbuilt_keys = ()  # builds every TTS key through the hooks below
+
     def __init__(self, cfg: LMConfig):
-        # The LM builds the shared structure; the TTS-specific modules replace or join it.
-        # Built on the meta device by the loader, the replaced modules cost nothing.
-        super().__init__(dataclasses.replace(cfg, extra={}, depformer_low_rank_embeddings=None))
-        self.cfg = cfg
-        extra = cfg.extra
-        if extra.get("demux_second_stream"):
-            self.text_emb = DemuxTextEmbedding(cfg.text_card + 1, cfg.dim)
-        if extra.get("cross_attention"):
-            self.transformer = Transformer(dataclasses.replace(cfg.transformer,
-                                                               cross_attention=True))
+        super().__init__(cfg)
         conditioning = ConditioningConfig.from_lm_config(
-            extra, max_speakers=cfg.tts_config.get("max_speakers", 5))
+            cfg.extra, max_speakers=cfg.tts_config.get("max_speakers", 5))
         if conditioning is not None:
             self.condition_provider = ConditionProvider(conditioning, cfg.dim)
-        if cfg.dep_q:
-            self._build_depformer_embeddings(cfg)
-        self._input_schedule: Tensor | None = None  # built on first use, on the right device
 
-    def _build_depformer_embeddings(self, cfg: LMConfig) -> None:
-        dim, rank = cfg.depformer_dim, cfg.depformer_low_rank_embeddings
-        if cfg.depformer_multi_linear and cfg.depformer_weights_per_step_schedule is not None:
-            sets = max(cfg.depformer_weights_per_step_schedule) + 1
-            self.depformer_in = nn.ModuleList(
-                nn.Linear(cfg.dim, dim, bias=False) for _ in range(sets))
-        demux = bool(cfg.extra.get("demux_second_stream"))
-        if demux:
-            self.depformer_text_emb = DemuxTextEmbedding(
-                cfg.text_card + 1, rank or dim, dim, low_rank=rank is not None)
-        elif rank:
-            self.depformer_text_emb = LowRankEmbedding(cfg.text_card + 1, rank, dim)
-        if rank:
-            self.depformer_emb = nn.ModuleList(
-                LowRankEmbedding(cfg.card + 1, rank, dim) for _ in range(cfg.dep_q - 1))
+    def _make_text_embedding(self, dim: int, rank: int | None = None) -> nn.Module:
+        if not self.cfg.extra.get("demux_second_stream"):
+            return super()._make_text_embedding(dim, rank)
+        # Low rank (the depformer's): the shared table has width rank, out1 / out2 map to dim.
+        return DemuxTextEmbedding(self.cfg.text_card + 1, rank or dim, dim,
+                                  low_rank=rank is not None)
+
+    def _make_transformer(self) -> Transformer:
+        cross = bool(self.cfg.extra.get("cross_attention"))
+        return Transformer(dataclasses.replace(self.cfg.transformer, cross_attention=cross))
 
     @property
     def tts_config(self) -> TTSConfig:
         return TTSConfig.from_lm_config(self.cfg)
-
-    def depformer_inputs(self, hidden: Tensor) -> Tensor:
-        """hidden [..., dim] -> [..., dep_q, depformer_dim]: codebook k gets input projection
-        schedule[k] (one per codebook without a schedule)."""
-        if not self._fused():
-            self.fuse_weights()
-        proj = F.linear(hidden, self._depformer_in_weight)
-        proj = proj.unflatten(-1, (-1, self.cfg.depformer_dim))
-        if proj.shape[-2] == 1:
-            return proj.expand(*proj.shape[:-2], self.cfg.dep_q, -1)
-        if self._input_schedule is None or self._input_schedule.device != proj.device:
-            self._input_schedule = torch.tensor(self.cfg.depformer_weight_index,
-                                                device=proj.device)
-        return proj.index_select(-2, self._input_schedule)
 
     # ---- conditioning -----------------------------------------------------------------------
 

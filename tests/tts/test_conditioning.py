@@ -9,6 +9,7 @@ from torch import nn
 
 from services.core.checkpoint import check_state_dict, load_state_dict
 from services.core.transformer import RMSNorm, Transformer, TransformerConfig
+from services.moshi_lm.model import LowRankEmbedding
 from services.tts.conditioning import (
     ConditioningConfig,
     ConditionProvider,
@@ -19,7 +20,7 @@ from services.tts.conditioning import (
     sinusoidal_positions,
     speaker_slots,
 )
-from services.tts.embeddings import DemuxTextEmbedding, LowRankEmbedding
+from services.tts.embeddings import DemuxTextEmbedding
 from tests.conftest import FIXTURES
 
 LM_CONFIG = json.loads((FIXTURES / "tts_dev.json").read_text())["config"]
