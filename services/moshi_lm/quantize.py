@@ -37,7 +37,36 @@ QUANTIZE_MODES = ("int8", "int8-weight")
 _INT8_ALIGN = 16  # torch._weight_int8pack_mm is wrong for input widths not a multiple of 16
 
 
-class Int8Weight(Tensor):
+class _LinearWeight(Tensor):
+    """A weight in a kernel's own format: ``F.linear`` on it runs ``cls.linear``; other
+    functions run on the tensor as it is."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight = args[0], args[1]
+            return cls.linear(x, weight, args[2] if len(args) > 2 else kwargs.get("bias"))
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+    @staticmethod
+    def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        raise TypeError("a _LinearWeight subclass defines its linear")
+
+
+class _OpaqueWeight(_LinearWeight):
+    """A shape-only wrapper around an opaque packed weight: ``F.linear`` is all it supports."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        raise TypeError(f"{func} is not defined on a packed inference weight ({cls.__name__})")
+
+
+class Int8Weight(_LinearWeight):
     """An int8 [out, in] weight with per-row ``scales`` [out]; only ``F.linear`` is defined on
     it (other functions see the raw int8 values)."""
 
@@ -52,23 +81,15 @@ class Int8Weight(Tensor):
         out.scales = scales.to(compute_dtype)
         return out
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear:
-            return _int8_linear(*args, **kwargs)
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
+    @staticmethod
+    def linear(x: Tensor, weight: Int8Weight, bias: Tensor | None) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1]).to(weight.scales.dtype)
+        out = torch._weight_int8pack_mm(flat, weight.as_subclass(Tensor), weight.scales)
+        out = out.view(*x.shape[:-1], -1).to(x.dtype)
+        return out if bias is None else out + bias
 
 
-def _int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None) -> Tensor:
-    flat = x.reshape(-1, x.shape[-1]).to(weight.scales.dtype)
-    out = torch._weight_int8pack_mm(flat, weight.as_subclass(Tensor), weight.scales)
-    out = out.view(*x.shape[:-1], -1).to(x.dtype)
-    return out if bias is None else out + bias
-
-
-class DynamicInt8Weight(Tensor):
+class DynamicInt8Weight(_OpaqueWeight):
     """Int8 weights prepacked for torch's dynamic-quantization linear (``packed``, an opaque
     object); only ``F.linear`` is defined on it."""
 
@@ -88,27 +109,14 @@ class DynamicInt8Weight(Tensor):
         out.packed = packed
         return out
 
-    def __init__(self, weight: Tensor):
-        super().__init__()
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear:
-            x, weight = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            # reduce_range: 7-bit activations, safe on every x86 int8 instruction set.
-            out = torch.ops.quantized.linear_dynamic(x.float(), weight.packed, True).to(x.dtype)
-            return out if bias is None else out + bias
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
-
-    @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        raise NotImplementedError(f"{func} is not defined on a quantized inference weight")
+    @staticmethod
+    def linear(x: Tensor, weight: DynamicInt8Weight, bias: Tensor | None) -> Tensor:
+        # reduce_range: 7-bit activations, safe on every x86 int8 instruction set.
+        out = torch.ops.quantized.linear_dynamic(x.float(), weight.packed, True).to(x.dtype)
+        return out if bias is None else out + bias
 
 
-class PackedWeight(Tensor):
+class PackedWeight(_OpaqueWeight):
     """A bf16 weight in oneDNN's packed layout (an opaque tensor held in ``packed``); only
     ``F.linear`` is defined on it."""
 
@@ -121,22 +129,9 @@ class PackedWeight(Tensor):
         out.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
         return out
 
-    def __init__(self, weight: Tensor):
-        super().__init__()
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear:
-            x, weight = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            return torch.ops.mkldnn._linear_pointwise(x, weight.packed, bias, "none", [], "")
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
-
-    @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        raise NotImplementedError(f"{func} is not defined on a packed inference weight")
+    @staticmethod
+    def linear(x: Tensor, weight: PackedWeight, bias: Tensor | None) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, weight.packed, bias, "none", [], "")
 
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
