@@ -103,23 +103,33 @@ class CausalConv1d(nn.Module):
     def forward(self, x: Tensor, state: ConvState | None = None,
                 active: Tensor | None = None) -> Tensor:
         """x [B, C_in, T] with T a multiple of the stride -> [B, C_out, T / stride]."""
-        if x.shape[-1] % self.stride:
-            raise ValueError(f"input length {x.shape[-1]} is not a multiple of the stride "
+        return self.inner(self.with_left_context(x, state, active, time_dim=2))
+
+    def with_left_context(self, x: Tensor, state: ConvState | None, active: Tensor | None,
+                          time_dim: int) -> Tensor:
+        """x with the session's past inputs (or the fresh padding) prepended along
+        ``time_dim``; stores the new past in ``state`` for the active sessions."""
+        steps = x.shape[time_dim]
+        if steps % self.stride:
+            raise ValueError(f"input length {steps} is not a multiple of the stride "
                              f"{self.stride}; buffer whole frames before calling")
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         previous = state.previous
         if self.replicate:
+            # A copy of the flags: autograd keeps the condition, and they change below.
             first = state.first.clone().view(-1, 1, 1)
-            previous = torch.where(first, x[..., :1].expand_as(previous), previous)
+            previous = torch.where(first, x.narrow(time_dim, 0, 1).expand_as(previous),
+                                   previous)
         if self.padding:
-            x = torch.cat([previous, x], dim=-1)
-            masked_update(state.previous, x[..., -self.padding:].detach(), active)
+            x = torch.cat([previous, x], dim=time_dim)
+            tail = x.narrow(time_dim, x.shape[time_dim] - self.padding, self.padding)
+            masked_update(state.previous, tail.detach(), active)
         if active is None:
             state.first.fill_(False)
         else:
             state.first.logical_and_(~active)
-        return self.inner(x)
+        return x
 
 
 class CausalConvTranspose1d(nn.Module):

@@ -91,24 +91,7 @@ class TimeMajorConv1d(CausalConv1d):
 
     def forward(self, x: Tensor, state: ConvState | None = None,
                 active: Tensor | None = None) -> Tensor:
-        if x.shape[1] % self.stride:
-            raise ValueError(f"input length {x.shape[1]} is not a multiple of the stride "
-                             f"{self.stride}; buffer whole frames before calling")
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
-        previous = state.previous
-        if self.replicate:
-            # A copy of the flags: autograd keeps the condition, and they change below.
-            first = state.first.clone().view(-1, 1, 1)
-            previous = torch.where(first, x[:, :1].expand_as(previous), previous)
-        if self.padding:
-            x = torch.cat([previous, x], dim=1)
-            masked_update(state.previous, x[:, -self.padding:].detach(), active)
-        if active is None:
-            state.first.fill_(False)
-        else:
-            state.first.logical_and_(~active)
-        return self._conv(x)
+        return self._conv(self.with_left_context(x, state, active, time_dim=1))
 
     def _conv(self, x: Tensor) -> Tensor:
         """Valid (unpadded) conv of x [B, L, C_in] -> [B, (L - pad) / s, C_out]."""
