@@ -16,6 +16,9 @@ from typing import Any, Protocol
 
 import grpc
 import numpy as np
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from services.core.engine import (
     Cancelled,
@@ -42,6 +45,9 @@ STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     Cancelled: grpc.StatusCode.CANCELLED,
 }
 CLIENT_ERRORS = (EngineError, PcmError)
+# Told to a client refused for lack of a free slot (google.rpc.RetryInfo): sessions end at any
+# moment, so a short back-off is worth trying.
+RETRY_DELAY_SECONDS = 1
 
 
 class StreamSession(Protocol):
@@ -60,6 +66,12 @@ def abort(context: grpc.ServicerContext, error: Exception) -> None:
     """Ends the call with the status that ``error`` stands for (raises)."""
     code = next((c for t, c in STATUS_OF_ERROR.items() if isinstance(error, t)),
                 grpc.StatusCode.INTERNAL)
+    if isinstance(error, CapacityError):
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_SECONDS)))
+        status = status_pb2.Status(code=code.value[0], message=str(error), details=[retry])
+        context.abort_with_status(rpc_status.to_status(status))
     context.abort(code, str(error))
 
 

@@ -4,10 +4,12 @@ import time
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from grpc_status import rpc_status
 
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE
@@ -17,6 +19,7 @@ from services.core.grpc_server import (
     create_server,
     set_health,
 )
+from services.core.grpc_stream import RETRY_DELAY_SECONDS
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.service import MimiService
 from tests.conftest import FIXTURES
@@ -76,6 +79,9 @@ def test_capacity_full_then_cancel_frees_the_slot_at_once(one_slot):
         OpenStream(stub).frame()
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "in use" in error.value.details()
+    (detail,) = rpc_status.from_call(error.value).details
+    retry = error_details_pb2.RetryInfo()
+    assert detail.Unpack(retry) and retry.retry_delay.seconds == RETRY_DELAY_SECONDS > 0
     with pytest.raises(grpc.RpcError):
         stub.Encode(mimi_pb2.EncodeRequest(config=mimi_pb2.EncodeConfig(
             encoding=PCM_F32LE, sample_rate_hertz=24_000), audio=b"\0" * FRAME_BYTES))
