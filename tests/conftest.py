@@ -1,5 +1,6 @@
 """Shared by every test: the fixtures folder, its golden files, and one torch thread."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -36,3 +37,40 @@ def golden_checkpoint(folder: Path, name: str) -> str:
     config = json.loads((FIXTURES / f"{name}.json").read_text())["config"]
     (folder / "config.json").write_text(json.dumps(config))
     return str(folder)
+
+
+@contextlib.contextmanager
+def tiny_moshi_server(speech_service):
+    """A real server (127.0.0.1, free port) with the built-in tiny Mimi and Moshi LM, the
+    dialogue, and the service ``speech_service(lm_engine, lm_config, codec, silence)`` builds
+    on the LM's own engine (``silence``: Mimi's codes of one silent frame). Yields
+    (channel, generator, mimi, silence)."""
+    from services.core.engine import run_session
+    from services.core.grpc_server import ServerOptions, create_channel, create_server
+    from services.dialogue.service import DialogueService
+    from services.mimi.loading import build_random_mimi
+    from services.mimi.service import MimiService
+    from services.moshi_lm.config import preset
+    from services.moshi_lm.generate import LMGenerator
+    from services.moshi_lm.loader import prepare_for_inference
+    from services.moshi_lm.model import LMModel
+    from services.moshi_lm.service import MoshiLMService
+    from services.moshi_lm.stepper import lm_engine
+
+    torch.manual_seed(0)
+    generator = LMGenerator(prepare_for_inference(LMModel(preset("tiny"))))
+    mimi = build_random_mimi(seed=0, num_codebooks=8)
+    codec = MimiService.create(mimi, 6)
+    lm = MoshiLMService(generator, lm_engine(generator, 3, max_delay=8), "tiny")
+    silence = run_session(codec.open_encoder(8), [np.zeros(1920, np.float32)])[0]
+    services = [codec, lm, DialogueService(codec, lm),
+                speech_service(lm.engine, generator.cfg, codec, silence)]
+    server, port = create_server(services, "127.0.0.1:0", ServerOptions())
+    channel = create_channel(f"127.0.0.1:{port}")
+    try:
+        yield channel, generator, mimi, silence
+    finally:
+        channel.close()
+        server.stop(None)
+        for service in services:
+            service.close()

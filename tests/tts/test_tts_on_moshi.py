@@ -8,22 +8,14 @@ import pytest
 import torch
 
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
-from services.core.engine import run_session
-from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
-from services.dialogue.service import DialogueService
-from services.mimi.loading import build_random_mimi
-from services.mimi.service import MimiService
-from services.moshi_lm.config import preset
-from services.moshi_lm.generate import LMGenerator, SamplingSettings
-from services.moshi_lm.loader import prepare_for_inference
-from services.moshi_lm.model import LMModel
-from services.moshi_lm.service import MoshiLMService
-from services.moshi_lm.stepper import LMStepper, lm_engine
+from services.moshi_lm.generate import SamplingSettings
+from services.moshi_lm.stepper import LMStepper
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.delayed_audio import DelayedAudioTTS
 from services.tts.loading import ByteTokenizer
 from services.tts.service import TTSService
+from tests.conftest import tiny_moshi_server
 
 DELAY = 4
 TEXT = "Hello there, general Kenobi."
@@ -31,22 +23,12 @@ TEXT = "Hello there, general Kenobi."
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    generator = LMGenerator(prepare_for_inference(LMModel(preset("tiny"))))
-    mimi = build_random_mimi(seed=0, num_codebooks=8)
-    codec = MimiService.create(mimi, 6)
-    lm = MoshiLMService(generator, lm_engine(generator, 3, max_delay=8), "tiny")
-    silence = run_session(codec.open_encoder(8), [np.zeros(1920, np.float32)])[0]
-    tts = TTSService.on_lm_engine(lm.engine, generator.cfg, ByteTokenizer(), codec, "tiny",
-                                  DELAY, silence)
-    services = [codec, lm, DialogueService(codec, lm), tts]
-    server, port = create_server(services, "127.0.0.1:0", ServerOptions())
-    channel = create_channel(f"127.0.0.1:{port}")
-    yield channel, generator, mimi, silence
-    channel.close()
-    server.stop(None)
-    for service in services:
-        service.close()
+    def tts(engine, cfg, codec, silence):
+        return TTSService.on_lm_engine(engine, cfg, ByteTokenizer(), codec, "tiny", DELAY,
+                                       silence)
+
+    with tiny_moshi_server(tts) as stack:
+        yield stack
 
 
 def alone(generator, mimi, silence) -> np.ndarray:
