@@ -17,13 +17,13 @@ from services.asr.stepper import ASRStream, Marker, asr_engine
 from services.asr.timing import SttTiming
 from services.core import grpc_stream
 from services.core.constants import SAMPLE_RATE
-from services.core.engine import Engine, InvalidInput, run_session
+from services.core.engine import Engine, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import FrameSplitter, encode_pcm
+from services.core.validation import resolve_seed, sampling_params
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.model import LMModel
-from services.moshi_lm.service import MAX_SEED, _sampling
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["SpeechRecognition"].full_name
 
@@ -71,11 +71,9 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
                                                                FrameSplitter]:
         """A session and the splitter of the client's audio, the silence prefix already in."""
         d = self.defaults
-        temperature, top_k = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
+        temperature, top_k = sampling_params(config.text_sampling, d.text_temperature, d.text_top_k,
                                        self.cfg.text_vocab, "text")
-        seed = config.seed if config.HasField("seed") else 0
-        if seed > MAX_SEED:
-            raise InvalidInput(f"seed must be below 2**63, got {seed}")
+        seed = resolve_seed(config)
         splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)
         sampling = SamplingSettings(temperature, top_k, seed=seed)
         session = RecognitionSession(self._open_stream(sampling), self.codec,

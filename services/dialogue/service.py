@@ -5,7 +5,6 @@ services' engines) or remote (``RemoteMimi`` / ``RemoteLM``)."""
 from __future__ import annotations
 
 import logging
-import secrets
 
 import numpy as np
 
@@ -13,6 +12,7 @@ from services.core import grpc_stream
 from services.core.constants import FRAME_SIZE, SAMPLE_RATE
 from services.core.engine import Engine, Unsupported, run_session
 from services.core.pcm import FrameSplitter, check_encoding, encode_pcm
+from services.core.validation import resolve_seed
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.dialogue.pipeline import Codec, DialogueFrame, DialogueSession, LanguageModel
 from services.moshi_lm import moshi_lm_pb2
@@ -32,9 +32,9 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
     def open(self, config: dialogue_pb2.DialogueConfig) -> DialogueSession:
         """A dialogue taking 1920-sample float32 frames of the user's voice at 24 kHz."""
         self.check_supported()
-        # The dialogue draws the seed when the client gives none, so that a remote LM and an
-        # in-process one see the same config.
-        seed = config.seed if config.HasField("seed") else secrets.randbits(63)
+        # The seed is settled here (services.core.validation's policy), so that a remote LM
+        # and an in-process one see the same config.
+        seed = resolve_seed(config)
         return DialogueSession(self.codec, self.lm, moshi_lm_pb2.GenerateConfig(
             text_sampling=config.text_sampling, audio_sampling=config.audio_sampling,
             seed=seed))

@@ -3,36 +3,20 @@ LM engine, plus the in-process ``open_generation`` the dialogue uses."""
 
 from __future__ import annotations
 
-import math
-import secrets
 from collections.abc import Sequence
 
 import numpy as np
 
 from services.core import grpc_stream
 from services.core.common_pb2 import CodeFrame, SamplingParams
-from services.core.engine import Engine, InvalidInput, Session, run_session
+from services.core.engine import Engine, Session, run_session
 from services.core.grpc_stream import check_codes
+from services.core.validation import resolve_seed, sampling_params
 from services.moshi_lm import moshi_lm_pb2, moshi_lm_pb2_grpc
 from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.moshi_lm.stepper import LMFrame, LMStream, lm_engine
 
 SERVICE_NAME = moshi_lm_pb2.DESCRIPTOR.services_by_name["MoshiLM"].full_name
-MAX_TEMPERATURE = 10.0  # beyond this sampling is uniform noise: surely a client bug
-MAX_SEED = (1 << 63) - 1  # seeds live in an int64 tensor
-
-
-def _sampling(params: SamplingParams, default_temperature: float, default_top_k: int,
-              cardinality: int, what: str) -> tuple[float, int]:
-    temperature = params.temperature if params.HasField("temperature") else default_temperature
-    top_k = params.top_k if params.HasField("top_k") else default_top_k
-    if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
-        raise InvalidInput(f"{what} temperature must be in [0, {MAX_TEMPERATURE:g}] "
-                           f"(0 = greedy), got {temperature}")
-    if not 0 <= top_k <= cardinality:
-        raise InvalidInput(f"{what} top_k must be in 0..{cardinality} (0 = no limit), "
-                           f"got {top_k}")
-    return float(temperature), int(top_k)
 
 
 class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
@@ -71,13 +55,11 @@ class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
     def settings(self, config: moshi_lm_pb2.GenerateConfig) -> SamplingSettings:
         """A validated GenerateConfig as the generator's settings; unset fields: defaults."""
         d = self.defaults
-        text = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
+        text = sampling_params(config.text_sampling, d.text_temperature, d.text_top_k,
                          self.cfg.text_vocab, "text")
-        audio = _sampling(config.audio_sampling, d.audio_temperature, d.audio_top_k,
+        audio = sampling_params(config.audio_sampling, d.audio_temperature, d.audio_top_k,
                           self.cfg.card, "audio")
-        seed = config.seed if config.HasField("seed") else secrets.randbits(63)
-        if seed > MAX_SEED:
-            raise InvalidInput(f"seed must be below 2**63, got {seed}")
+        seed = resolve_seed(config)
         return SamplingSettings(text_temperature=text[0], text_top_k=text[1],
                                 audio_temperature=audio[0], audio_top_k=audio[1], seed=seed)
 

@@ -16,9 +16,9 @@ from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import PcmError, check_encoding, check_sample_rate, encode_pcm
+from services.core.validation import resolve_seed, sampling_params
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
-from services.moshi_lm.service import MAX_SEED, _sampling
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.conditioning import list_voices, load_voice, resolve_voice
 from services.tts.delayed_audio import DelayedAudioTTS
@@ -72,13 +72,11 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
     def request(self, config: tts_pb2.SynthesisConfig) -> TTSRequest:
         """A validated config as a request (InvalidInput says what is wrong)."""
         d, cfg = self.defaults, self.cfg
-        text = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
+        text = sampling_params(config.text_sampling, d.text_temperature, d.text_top_k,
                          cfg.text_vocab, "text")
-        audio = _sampling(config.audio_sampling, d.audio_temperature, d.audio_top_k, cfg.card,
+        audio = sampling_params(config.audio_sampling, d.audio_temperature, d.audio_top_k, cfg.card,
                           "audio")
-        seed = config.seed if config.HasField("seed") else 0
-        if seed > MAX_SEED:
-            raise InvalidInput(f"seed must be below 2**63, got {seed}")
+        seed = resolve_seed(config)
         cfg_coef = config.cfg_coef if config.HasField("cfg_coef") else DEFAULT_CFG
         allowed = self.backend.cfg_values
         if allowed is not None and f"{cfg_coef:.1f}" not in allowed:

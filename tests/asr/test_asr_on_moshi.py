@@ -10,15 +10,15 @@ import torch
 from services.asr import asr_pb2, asr_pb2_grpc
 from services.asr.delayed_text import DelayedTextASR
 from services.asr.service import ASRService
+from services.builtin import BuiltinTokenizer
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.stepper import LMStepper
-from services.tts.loading import ByteTokenizer
 from tests.conftest import tiny_moshi_server
 
 DELAY = 3
-DECODE = ByteTokenizer().decode
+DECODE = BuiltinTokenizer().decode
 
 
 @pytest.fixture(scope="module")

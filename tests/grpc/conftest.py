@@ -8,9 +8,9 @@ import dataclasses
 import grpc
 import pytest
 
-from cli.serve import ModelOptions, load_lm_model, load_mimi_model
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.moshi_lm.generate import LMGenerator
+from services.wiring import ModelOptions, load_lm_model, load_mimi_model
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from cli.serve import ModelOptions, build_services, checkpoint_kind, serve
+from cli.serve import serve
 from services.asr import asr_pb2, asr_pb2_grpc
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
@@ -22,6 +21,7 @@ from services.core.grpc_server import ServerOptions, create_channel, create_serv
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.moshi_lm.config import LMConfig
 from services.tts import tts_pb2, tts_pb2_grpc
+from services.wiring import ModelOptions, OptionsError, build_services, checkpoint_kind
 from tests.conftest import FIXTURES, golden_checkpoint
 
 TEXT_DELAY, AUDIO_DELAY = 3, 4  # frames; small, so the tiny model's sessions stay short
@@ -154,7 +154,7 @@ def test_checkpoint_kinds():
 
 def test_an_stt_checkpoint_refuses_the_dialogue(tmp_path):
     folder = golden_checkpoint(tmp_path, "lm_dev_stt")
-    with pytest.raises(click.UsageError, match="STT checkpoint serves mimi, asr, not dialogue"):
+    with pytest.raises(OptionsError, match="STT checkpoint serves mimi, asr, not dialogue"):
         build_services(["asr", "dialogue"], ModelOptions(lm_checkpoint=folder))
 
 

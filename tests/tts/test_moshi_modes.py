@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from services.asr.delayed_text import DelayedTextASR
+from services.builtin import BuiltinTokenizer
 from services.moshi_lm.config import preset
 from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.moshi_lm.loader import prepare_for_inference
 from services.moshi_lm.model import LMModel
 from services.moshi_lm.stepper import LMStepper, LMStream
 from services.tts.delayed_audio import DelayedAudioTTS
-from services.tts.loading import ByteTokenizer
 
 STEPS = 30
 
@@ -30,7 +30,7 @@ def sessions(cfg):
     asr = DelayedTextASR(cfg, text_delay_frames=3, silence=silence)
     heard = rng.integers(0, cfg.card, (STEPS - 1, cfg.dep_q))
     tts = DelayedAudioTTS(cfg, audio_delay_frames=4, silence=silence)
-    text = tts.text_tokens(["Hello there, general Kenobi."], ByteTokenizer())
+    text = tts.text_tokens(["Hello there, general Kenobi."], BuiltinTokenizer())
     return {
         "dialogue": (LMStream(SamplingSettings(seed=1)), dialogue, 0),
         "asr": (asr.stream(SamplingSettings(seed=2)), asr.inputs(heard), 3),

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from services.builtin import BuiltinTokenizer
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.stepper import LMStepper
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.delayed_audio import DelayedAudioTTS
-from services.tts.loading import ByteTokenizer
 from services.tts.service import TTSService
 from tests.conftest import tiny_moshi_server
 
@@ -24,7 +24,7 @@ TEXT = "Hello there, general Kenobi."
 @pytest.fixture(scope="module")
 def setup():
     def tts(engine, cfg, codec, silence):
-        return TTSService.on_lm_engine(engine, cfg, ByteTokenizer(), codec, "tiny", DELAY,
+        return TTSService.on_lm_engine(engine, cfg, BuiltinTokenizer(), codec, "tiny", DELAY,
                                        silence)
 
     with tiny_moshi_server(tts) as stack:
@@ -36,7 +36,7 @@ def alone(generator, mimi, silence) -> np.ndarray:
     stepper = LMStepper(generator, 1, max_delay=8)
     stepper.start([0], [mode.stream(SamplingSettings(0.8, 25, 0.8, 250, seed=7))])
     frames = [stepper.step([0], [x])[0] for x in mode.inputs(
-        mode.text_tokens([TEXT], ByteTokenizer()))]
+        mode.text_tokens([TEXT], BuiltinTokenizer()))]
     codes = np.stack([f.audio for f in frames if f is not None], axis=1)
     with torch.no_grad():
         return mimi.decode(torch.from_numpy(codes)[None])[0, 0].clamp(-1, 1).numpy()
