@@ -12,12 +12,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
 
+from cli.errors import Command
+from cli.mimi_remote import read_input_audio
 from cli.options import client_options, open_channel, run_options
 from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHUNK_FRAMES = 4  # frames per audio message sent to a server (320 ms)
 
@@ -79,7 +84,7 @@ def _events_remote(channel, token: str | None, audio: np.ndarray, config) -> Ite
             yield {"event": name, "time": response.speech_event.time_seconds}
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("audio_in", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
 @click.option("--interim", is_flag=True, help="Also print words before they are final.")
@@ -97,11 +102,10 @@ def asr(audio_in, as_json, interim, hf_repo, checkpoint, asr_text_delay, device,
     """Transcribe AUDIO_IN (any format and rate), printing words as they come. Without a
     checkpoint the built-in tiny random LM runs, the same one `serve` runs."""
     from services.asr import asr_pb2
-    from services.core.audio import read_audio
     from services.core.common_pb2 import PCM_F32LE
     from services.core.constants import SAMPLE_RATE
 
-    audio, _ = read_audio(audio_in)
+    audio = read_input_audio(audio_in, SAMPLE_RATE)  # before any model loads: fail early
     config = asr_pb2.RecognitionConfig(encoding=PCM_F32LE, sample_rate_hertz=SAMPLE_RATE,
                                        interim_results=interim)
     owned = []

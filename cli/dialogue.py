@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import numpy as np
 
+from cli.errors import Command
+from cli.files import check_audio_output, check_output
+from cli.mimi_remote import read_input_audio
 from cli.options import client_options, model_options, open_channel
+from cli.progress import LiveStatus
 from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ def _open_session(server, token, tls, ca_cert, options: ModelOptions, config):
     return (lambda: remote_dialogue(stub, config, metadata)), delay, []
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("audio_in", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="reply.wav",
               show_default=True, help="Moshi's reply (24 kHz wav).")
@@ -68,11 +71,17 @@ def dialogue(audio_in, output, transcript, fast, mic, seed, temperature, text_te
     if (audio_in is None) == (not mic):
         raise click.UsageError("give an input audio file, or --mic")
     sounddevice = _sounddevice() if mic else None
-    from services.core.audio import read_audio
     from services.core.common_pb2 import SamplingParams
+    from services.core.constants import SAMPLE_RATE
     from services.dialogue import dialogue_pb2
-    from services.dialogue.client import converse
 
+    # Inputs read and outputs checked before any model loads: a bad path fails at once, not
+    # after a whole real-time dialogue.
+    audio = None if mic else read_input_audio(audio_in, SAMPLE_RATE)
+    transcript = transcript or str(Path(output).with_suffix(".txt"))
+    if not mic:
+        check_audio_output(output, "'-o' / '--output'")
+        check_output(transcript, "'--transcript'")
     set_threads(threads)
     config = dialogue_pb2.DialogueConfig(
         text_sampling=SamplingParams(**_temperature(text_temperature)),
@@ -87,29 +96,68 @@ def dialogue(audio_in, output, transcript, fast, mic, seed, temperature, text_te
         if mic:
             _talk(open_session(), sounddevice)
             return
-        audio, _ = read_audio(audio_in)
-        conversation = converse(open_session(), audio, delay, realtime=not fast,
-                                on_frame=lambda f: f.text and click.echo(f.text, nl=False))
-        click.echo()
-        _write(conversation, Path(output),
-               Path(transcript) if transcript else Path(output).with_suffix(".txt"))
+        conversation, seconds = _converse(open_session(), audio, delay, fast)
+        _write(conversation, Path(output), Path(transcript), seconds if fast else None)
     finally:
         close_all(services)
+
+
+def _converse(session, audio, delay: int, fast: bool) -> tuple[Conversation, float]:
+    """(the conversation, its wall-clock seconds). Moshi's text goes to stdout as it comes;
+    on a terminal a status line on stderr shows the time, the round trip and the text."""
+    import time
+
+    from services.core.constants import FRAME_SIZE, SAMPLE_RATE
+    from services.dialogue.client import converse
+
+    status, text, start = LiveStatus(), [], time.monotonic()
+    total = len(audio) / SAMPLE_RATE
+    frame_seconds = FRAME_SIZE / SAMPLE_RATE
+
+    def on_frame(frame) -> None:
+        text.append(frame.text)
+        if not status.enabled:
+            if frame.text:
+                click.echo(frame.text, nl=False)
+            return
+        wall = time.monotonic() - start
+        line = f"{(frame.index + 1) * frame_seconds:6.1f} / {total:.1f} s"
+        if not fast:  # since the user frame this reply needed was complete
+            needed = (frame.index + 1 + delay) * frame_seconds
+            line += f" | round trip {1000 * (wall - needed):4.0f} ms"
+        status.update(f"{line} | {''.join(text)[-60:]}")
+
+    try:
+        conversation = converse(session, audio, delay, realtime=not fast, on_frame=on_frame)
+    finally:
+        status.close()
+    click.echo("".join(text) if status.enabled else "")
+    return conversation, time.monotonic() - start
 
 
 def _temperature(value: float | None) -> dict:
     return {} if value is None else {"temperature": value}
 
 
-def _write(conversation: Conversation, output: Path, transcript: Path) -> None:
+def _write(conversation: Conversation, output: Path, transcript: Path,
+           fast_seconds: float | None) -> None:
+    """The reply and its transcript, and a closing line: the frame round trip in real time;
+    with --fast (no pacing, so no meaningful latency) the throughput."""
+    import numpy as np
+
     from services.core.audio import write_wav
+    from services.core.constants import SAMPLE_RATE
 
     write_wav(output, conversation.audio)
     transcript.write_text("".join(f"{t:8.2f}\t{text}\n" for t, text
                                   in conversation.transcript()), encoding="utf-8")
     latency = conversation.latencies_ms()
     summary = f"wrote {output} ({len(conversation.frames)} frames) and {transcript}"
-    if len(latency):
+    seconds = len(conversation.audio) / SAMPLE_RATE
+    if fast_seconds is not None and seconds and fast_seconds:
+        summary += (f"; --fast: {seconds:.1f} s of reply in {fast_seconds:.1f} s, "
+                    f"{seconds / fast_seconds:.1f}x real time (RTF {fast_seconds / seconds:.2f})")
+    elif len(latency):
         summary += (f"; frame round trip p50 {np.percentile(latency, 50):.1f} ms, "
                     f"p99 {np.percentile(latency, 99):.1f} ms")
     click.echo(summary, err=True)

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cli.errors import Group
+from cli.files import check_output
+from cli.mimi_remote import read_codes
 from cli.options import run_options
 from services.core.validation import DEFAULT_SEED
 from services.wiring import ModelOptions, load_lm_model, set_threads
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 TEXT_KEY = "text"
 
 
-@click.group()
+@click.group(cls=Group)
 def lm() -> None:
     """Moshi LM: text and audio codes from the user's audio codes."""
 
@@ -69,13 +72,10 @@ def generate(checkpoint: str | None, hf_repo: str | None, user_codes: str, outpu
         raise click.UsageError("--greedy and --seed exclude each other")
     from services.builtin import BUILTIN_MIMI_NAME
     from services.core.checkpoint import CheckpointError
-    from services.mimi.codes_file import CodesFileError, load_codes
     from services.moshi_lm.generate import LMGenerator
 
-    try:
-        codes = load_codes(user_codes).codes
-    except CodesFileError as e:
-        raise click.ClickException(str(e)) from e
+    check_output(output, "'-o' / '--output'")  # before the model: fail early
+    codes = read_codes(user_codes).codes
     set_threads(threads)
     options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
                            dtype=dtype, quantize=quantize)
@@ -135,10 +135,9 @@ def _run(generator: LMGenerator, codes: torch.Tensor, settings: SamplingSettings
 def _save(path: str, text: torch.Tensor, audio: torch.Tensor, mimi_name: str) -> None:
     """``text`` always; ``codes`` with the codes-file metadata when there is audio."""
     import torch
-    from safetensors.torch import save_file
 
     from services.core.constants import FRAME_RATE, FRAME_SIZE, SAMPLE_RATE
-    from services.mimi.codes_file import CODES_KEY
+    from services.mimi.codes_file import CODES_KEY, write_safetensors
 
     tensors = {TEXT_KEY: text.to(torch.int32).contiguous()}
     metadata = {"sample_rate": str(SAMPLE_RATE), "frame_rate": str(FRAME_RATE),
@@ -146,4 +145,4 @@ def _save(path: str, text: torch.Tensor, audio: torch.Tensor, mimi_name: str) ->
                 "model": mimi_name}
     if audio.shape[0]:
         tensors[CODES_KEY] = audio.to(torch.int16).contiguous()
-    save_file(tensors, path, metadata=metadata)
+    write_safetensors(path, tensors, metadata)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import click
 
+from cli.errors import Group
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="moshi-services")
 def main() -> None:
     """Kyutai's Moshi model family (Mimi codec, Moshi LM, streaming ASR and TTS) from the

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.mimi_remote import remote_decode, remote_encode
+from cli.errors import Group
+from cli.files import check_audio_output, check_output
+from cli.mimi_remote import (
+    note_defaults,
+    read_codes,
+    read_input_audio,
+    remote_decode,
+    remote_encode,
+)
 from cli.options import client_options, open_channel, run_options
 from services.wiring import ModelOptions, load_mimi_model, set_threads
 
@@ -40,7 +48,7 @@ def model_options(command: Callable) -> Callable:
         help="Mimi safetensors file, or a folder holding Kyutai's file.")(command)
 
 
-@click.group()
+@click.group(cls=Group)
 def mimi() -> None:
     """Mimi codec: 24 kHz audio <-> 12.5 Hz frames of codes."""
 
@@ -58,9 +66,14 @@ def _model(checkpoint: str | None, hf_repo: str | None, device: str, dtype: str,
         raise click.ClickException(str(e)) from e
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 def _with_progress(pieces: list, label: str) -> Iterator:
-    """Iterates ``pieces``, showing a progress bar on stderr when there is more than one."""
-    if len(pieces) <= 1:
+    """Iterates ``pieces``, showing a progress bar on stderr when there is more than one and
+    stderr is a terminal (a log file gets no bar)."""
+    if len(pieces) <= 1 or not _stderr_is_terminal():
         yield from pieces
         return
     with click.progressbar(pieces, label=label, file=sys.stderr) as bar:
@@ -80,20 +93,18 @@ def encode(input_path: str, output_path: str, num_codebooks: int, checkpoint: st
     """Encode an audio file (any format and rate; stereo is mixed to mono) to a codes file."""
     import torch
 
-    from services.core.audio import read_audio
+    from services.core.constants import SAMPLE_RATE
     from services.mimi.codes_file import save_codes
 
+    check_output(output_path, "OUT.safetensors")
     if server is not None:
         return remote_encode(input_path, output_path, num_codebooks, server,
                              open_channel(server, tls, ca_cert), token)
+    audio = read_input_audio(input_path, SAMPLE_RATE)  # before the model: fail early
     model = _model(checkpoint, hf_repo, device, dtype, threads)
     if num_codebooks > model.cfg.max_codebooks:
         raise click.BadParameter(f"this model has {model.cfg.max_codebooks} codebooks",
                                  param_hint="--num-codebooks")
-    try:
-        audio, _ = read_audio(input_path, model.sample_rate)
-    except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-        raise click.ClickException(f"cannot read audio {input_path}: {e}") from e
     wav = torch.from_numpy(audio).to(device)
     wav = torch.nn.functional.pad(wav, (0, -wav.numel() % model.frame_size))[None, None]
     state = model.init_encoder_state(1, max_frames=PROGRESS_FRAMES)
@@ -122,15 +133,12 @@ def decode(input_path: str, output_path: str, checkpoint: str | None, hf_repo: s
     import torch
 
     from services.core.audio import write_wav
-    from services.mimi.codes_file import CodesFileError, load_codes
 
+    check_audio_output(output_path, "OUT.wav")
     if server is not None:
         return remote_decode(input_path, output_path, server,
                              open_channel(server, tls, ca_cert), token)
-    try:
-        codes_file = load_codes(input_path)
-    except CodesFileError as e:
-        raise click.ClickException(str(e)) from e
+    codes_file = read_codes(input_path)
     model = _model(checkpoint, hf_repo, device, dtype, threads)
     if codes_file.num_codebooks > model.cfg.max_codebooks:
         raise click.ClickException(f"{input_path} has {codes_file.num_codebooks} codebooks, "
@@ -138,9 +146,11 @@ def decode(input_path: str, output_path: str, checkpoint: str | None, hf_repo: s
     if codes_file.frame_size != model.frame_size:
         raise click.ClickException(f"{input_path} holds frames of {codes_file.frame_size} "
                                    f"samples, the model makes {model.frame_size}")
-    if codes_file.model != model.name:
-        click.echo(f"warning: {input_path} was made by {codes_file.model!r}, decoding with "
-                   f"{model.name!r}", err=True)
+    codes = codes_file.codes
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= model.cfg.cardinality):
+        raise click.ClickException(f"{input_path} holds codes outside [0, "
+                                   f"{model.cfg.cardinality}) (the model's codebook size)")
+    note_defaults(input_path, codes_file, model.name)
     codes = codes_file.codes.to(device)[None]
     state = model.init_decoder_state(1, max_frames=PROGRESS_FRAMES)
     pieces = list(codes.split(PROGRESS_FRAMES, dim=-1)) if codes.numel() else []

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from cli.errors import Command
 from cli.options import model_options
 from services.wiring import (
     ALL_SERVICES,
@@ -38,6 +39,25 @@ from services.wiring import (
 log = logging.getLogger("moshi-services.serve")
 
 
+def _check_port(host: str, port: int) -> None:
+    """BindError now, rather than after loading the models, when ``port`` is taken."""
+    import socket
+
+    from services.core.grpc_server import BindError
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR as grpc sets it: a port left in TIME_WAIT is free, a listening one not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise BindError(f"cannot listen on {host}:{port}: {e.strerror}; pick another "
+                            "--port") from None
+
+
 def _parse_services(value: str | None) -> list[str] | None:
     if value is None:
         return None  # every service the LM supports
@@ -49,7 +69,7 @@ def _parse_services(value: str | None) -> list[str] | None:
     return names
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on ('0.0.0.0' or '[::]' for every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=50051, show_default=True,
@@ -85,6 +105,9 @@ def _parse_services(value: str | None) -> list[str] | None:
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
               help="Require 'authorization: Bearer TOKEN' (env MOSHI_SERVICES_TOKEN); also "
               "sent to --mimi-address / --lm-address.")
+@click.option("--open-reflection", is_flag=True,
+              help="With --auth-token: let reflection answer without the token too (so "
+              "`grpcurl list` works); health always does.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
               help="PEM certificate chain: serve TLS (with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
@@ -92,8 +115,8 @@ def _parse_services(value: str | None) -> list[str] | None:
               help="Seconds running streams get to finish on shutdown.")
 def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
           threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
-          tts_audio_delay, voices_dir, mimi_address, lm_address, auth_token, tls_cert, tls_key,
-          grace) -> None:
+          tts_audio_delay, voices_dir, mimi_address, lm_address, auth_token, open_reflection,
+          tls_cert, tls_key, grace) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
     reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
     dialogue, ASR and TTS sessions in one batched engine, each with its own delays."""
@@ -106,6 +129,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
 
     set_threads(threads)
     names = _parse_services(service_list)
+    _check_port(host, port)  # before the models load
     options = ModelOptions(hf_repo=hf_repo, mimi_checkpoint=mimi_checkpoint,
                            lm_checkpoint=lm_checkpoint, device=device, dtype=dtype,
                            max_sessions=max_sessions, idle_timeout=idle_timeout,
@@ -117,7 +141,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
     except OptionsError as e:
         raise click.UsageError(str(e)) from None
     server_options = ServerOptions(
-        auth_token=auth_token,
+        auth_token=auth_token, open_reflection=open_reflection,
         tls_cert_chain=Path(tls_cert).read_bytes() if tls_cert else None,
         tls_private_key=Path(tls_key).read_bytes() if tls_key else None)
     health_servicer = health.HealthServicer()

@@ -4,35 +4,51 @@
         --voices ~/tts-voices --voice expresso/ex03-ex01_happy_001_channel1_334s.wav
     llm ... | moshi-services tts - -o reply.wav --server localhost:50051   # text streamed in
 
-Writes a 24 kHz wav and prints each word with its start time in the audio.
+Writes a 24 kHz wav and prints each word with its start time in the audio. With TEXT "-"
+the text is read line by line as it arrives; the model speaks a word once it sees the next
+ones, so the last words of a burst wait for more text: an empty line (or the end of input)
+completes them, and the next line starts a new burst. ``-o -`` writes the audio to standard
+output as it is produced (raw 16-bit PCM, 24 kHz mono) and the words to standard error.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from collections.abc import Iterator
 
 import click
-import numpy as np
 
+from cli.errors import Command
+from cli.files import STDOUT, check_audio_output
 from cli.options import client_options, open_channel, run_options
 from services.core.validation import DEFAULT_SEED
 from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
 
 
-def _text_chunks(text: str) -> Iterator[str]:
-    """TEXT, or standard input line by line when TEXT is "-"."""
-    if text != "-":
-        yield text
-        return
-    yield from sys.stdin  # line by line, as the lines come
+def _bursts(text: str) -> Iterator[Iterator[str]]:
+    """TEXT as one burst; for "-", standard input's lines as they come, bursts separated by
+    empty lines (blank lines before a burst are skipped)."""
+    lines = iter(sys.stdin) if text == "-" else iter([text])
+
+    def rest() -> Iterator[str]:
+        for line in lines:
+            if not line.strip():
+                return
+            yield line
+
+    for line in lines:
+        if line.strip():
+            yield itertools.chain([line], rest())
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("text")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="tts.wav",
-              show_default=True, help="The audio (24 kHz wav).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              default="tts.wav", show_default=True,
+              help="The audio (24 kHz wav); '-': raw 16-bit PCM to standard output as it is "
+              "produced.")
 @click.option("--voice", default="", help="Voice name (see the server's ListVoices).")
 @click.option("--voices", "--voices-dir", "voices_dir",
               type=click.Path(exists=True, file_okay=False),
@@ -54,10 +70,16 @@ def _text_chunks(text: str) -> Iterator[str]:
 def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
         num_codebooks, tts_audio_delay, device, dtype, threads, quantize, server, token, tls,
         ca_cert) -> None:
-    """Speak TEXT ("-": read it from standard input as it comes) into OUTPUT. Without a
-    checkpoint the built-in tiny random LM runs, the same one `serve` runs."""
+    """Speak TEXT ("-": read it from standard input as it comes; an empty line completes
+    what came before) into OUTPUT. Without a checkpoint the built-in tiny random LM runs, the
+    same one `serve` runs."""
+    import numpy as np
+
+    check_audio_output(output, "'-o' / '--output'", allow_stdout=True)
+
     from services.core.audio import write_wav
     from services.core.common_pb2 import PCM_F32LE, SamplingParams
+    from services.core.constants import SAMPLE_RATE
     from services.tts import tts_pb2
 
     sampling = SamplingParams() if temperature is None else SamplingParams(
@@ -74,22 +96,35 @@ def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
                                **({} if tts_audio_delay is None
                                   else {"tts_audio_delay": tts_audio_delay}))
         owned = build_services(["tts"], options)
-        chunks = _in_process(service_named(owned, "tts"), config, text)
+        service = service_named(owned, "tts")
+        synthesize = lambda burst: _in_process(service, config, burst)  # noqa: E731
     else:
-        chunks = _remote(open_channel(server, tls, ca_cert), token, config, text)
-    audio = []
+        channel = open_channel(server, tls, ca_cert)
+        synthesize = lambda burst: _remote(channel, token, config, burst)  # noqa: E731
+    to_stdout = output == STDOUT
+    audio, offset = [], 0.0  # seconds of audio before the current burst
     try:
-        for pcm, words in chunks:
-            audio.append(pcm)
-            for word, start in words:
-                click.echo(f"{start:7.2f} {word}")
+        for burst in _bursts(text):
+            samples = 0
+            for pcm, words in synthesize(burst):
+                samples += len(pcm)
+                if to_stdout:  # as it is produced: a player downstream starts at once
+                    pcm16 = (np.clip(pcm, -1, 1) * 32767).astype("<i2")
+                    sys.stdout.buffer.write(pcm16.tobytes())
+                    sys.stdout.buffer.flush()
+                else:
+                    audio.append(pcm)
+                for word, start in words:
+                    click.echo(f"{offset + start:7.2f} {word}", err=to_stdout)
+            offset += samples / SAMPLE_RATE
     finally:
         close_all(owned)
-    write_wav(output, np.concatenate(audio) if audio else np.zeros(0, np.float32))
-    click.echo(f"wrote {output}", err=True)
+    if not to_stdout:
+        write_wav(output, np.concatenate(audio) if audio else np.zeros(0, np.float32))
+        click.echo(f"wrote {output}", err=True)
 
 
-def _in_process(service, config, text: str):
+def _in_process(service, config, burst: Iterator[str]):
     from services.core.grpc_stream import CLIENT_ERRORS
 
     try:
@@ -98,7 +133,7 @@ def _in_process(service, config, text: str):
         raise click.UsageError(str(error)) from None
 
     def feed():
-        for chunk in _text_chunks(text):
+        for chunk in burst:
             session.push_text(chunk)
         session.end_text()
 
@@ -109,7 +144,9 @@ def _in_process(service, config, text: str):
         yield chunk.audio, [(w.text, w.start) for w in chunk.words]
 
 
-def _remote(channel, token: str | None, config, text: str):
+def _remote(channel, token: str | None, config, burst: Iterator[str]):
+    import numpy as np
+
     from services.core.grpc_client import bearer_metadata
     from services.tts import tts_pb2, tts_pb2_grpc
 
@@ -117,7 +154,7 @@ def _remote(channel, token: str | None, config, text: str):
 
     def requests():
         yield tts_pb2.StreamingSynthesizeRequest(config=config)
-        for chunk in _text_chunks(text):
+        for chunk in burst:
             yield tts_pb2.StreamingSynthesizeRequest(text=chunk)
         yield tts_pb2.StreamingSynthesizeRequest(end_of_input=tts_pb2.EndOfInput())
 

@@ -108,6 +108,24 @@ class ModelOptions:
         return getattr(torch, self.dtype)
 
 
+def check_device(device: str) -> None:
+    """OptionsError unless torch can run on ``device`` here (said before any model loads,
+    not as an assertion deep inside torch)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise OptionsError(f"--device {device}: {e}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "no CUDA GPU is visible")
+        raise OptionsError(f"--device {device}: {why} (torch {torch.__version__}); use "
+                           "--device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise OptionsError(f"--device {device}: MPS is not available here; use --device cpu")
+
+
 def checkpoint_kind(cfg: LMConfig) -> str:
     """"tts" (a Kyutai TTS checkpoint: tts_config), "stt" (a Kyutai STT checkpoint: text only
     out, dep_q = 0) or "moshi" (generates text and audio: dialogue, and ASR / TTS by delays)."""
@@ -137,6 +155,7 @@ def service_named(services: Sequence[GrpcService], kind: str) -> GrpcService:
 
 def load_mimi_model(options: ModelOptions, num_codebooks: int = 8) -> MimiModel:
     """Mimi from --mimi-checkpoint / --hf-repo, else the built-in tiny random one."""
+    check_device(options.device)
     from services.mimi import load_mimi
 
     if options.builtin_mimi:
@@ -149,6 +168,7 @@ def load_mimi_model(options: ModelOptions, num_codebooks: int = 8) -> MimiModel:
 def load_lm_model(options: ModelOptions) -> tuple[LMModel, str, Tokenizer | None]:
     """(LMModel, its name, its text tokenizer or None) from --lm-checkpoint / --hf-repo, else
     the built-in tiny random LM in the Moshi layout with the built-in tokenizer."""
+    check_device(options.device)
     from services.moshi_lm.loader import load_lm
 
     if options.builtin_lm:
@@ -255,6 +275,7 @@ def build_stt_service(options: ModelOptions, codec: MimiService | None = None
     from services.moshi_lm.loader import load_config, load_lm
     from services.moshi_lm.tokenizer import TextTokenizer
 
+    check_device(options.device)
     checkpoint, repo = options.lm_checkpoint, options.hf_repo
     if options.builtin_lm:
         builtin.announce("STT model")
@@ -286,6 +307,7 @@ def build_tts_service(options: ModelOptions, codec: MimiService | None = None
     from services.tts.loading import load_tts
     from services.tts.service import TTSService
 
+    check_device(options.device)
     voices_dir = options.voices_dir
     if options.builtin_lm:
         builtin.announce("TTS model")
@@ -322,6 +344,7 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
     in-process ones they run on. The dialogue uses the in-process codec and LM unless given
     addresses (and then loads no model of its own); ASR and TTS always run on the
     in-process LM's engine."""
+    check_device(options.device)
     kind = lm_kind(options)
     names = SUPPORTED[kind] if names is None else names
     if unsupported := [n for n in names if n not in SUPPORTED[kind]]:
@@ -380,6 +403,6 @@ def close_all(services: Sequence[GrpcService]) -> None:
 __all__ = ["ALL_SERVICES", "DTYPES", "SERVICE_NAMES", "SUPPORTED", "ModelOptions",
            "OptionsError", "build_checkpoint_speech_service", "build_lm_service",
            "build_mimi_service", "build_services", "build_speech_services", "build_stt_service",
-           "build_tts_service", "checkpoint_kind", "close_all", "codec_of", "lm_kind",
-           "load_lm_model", "load_mimi_model", "service_named", "set_threads",
+           "build_tts_service", "check_device", "checkpoint_kind", "close_all", "codec_of",
+           "lm_kind", "load_lm_model", "load_mimi_model", "service_named", "set_threads",
            "text_tokenizer"]

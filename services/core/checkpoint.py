@@ -19,6 +19,18 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model (or cannot be read), with every difference."""
 
 
+class HubError(OSError):
+    """A file of a Hugging Face repository that cannot be had: offline and not cached, the Hub
+    unreachable, no such repository. Said once, in one line, within seconds."""
+
+
+class HubFileMissing(HubError, FileNotFoundError):
+    """The repository exists but holds no such file (callers may look for another name)."""
+
+
+HUB_PROBE_SECONDS = 3.0  # how long the reachability probe waits for the Hub's host
+
+
 def resolve_file(filename: str, checkpoint: str | os.PathLike | None = None,
                  hf_repo: str | None = None) -> Path:
     """The local path of ``filename``: ``checkpoint`` itself when it is a file, inside it when it
@@ -33,9 +45,73 @@ def resolve_file(filename: str, checkpoint: str | os.PathLike | None = None,
         return path
     if hf_repo is None:
         raise ValueError("give a local checkpoint or a Hugging Face repository")
-    from huggingface_hub import hf_hub_download
+    return hub_file(hf_repo, filename)
 
-    return Path(hf_hub_download(hf_repo, filename))
+
+def hub_file(repo: str, filename: str) -> Path:
+    """``filename`` of the Hugging Face repository ``repo``: from the cache when it is there
+    (no network), else downloaded. Failures raise one HubError saying which case it is.
+
+    huggingface_hub alone would retry an unreachable Hub for about a minute and then report
+    "not found" (its offline error is a subclass of EntryNotFoundError), so the cache is
+    tried first, offline mode and reachability are checked before downloading, and its
+    errors are caught most specific first."""
+    import huggingface_hub
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, filename, local_files_only=True))
+    except LocalEntryNotFoundError:  # not cached: go online
+        pass
+    except EntryNotFoundError:  # the cache remembers the repository has no such file
+        raise HubFileMissing(f"{repo} has no file {filename}") from None
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise HubError(f"{repo}: {filename} is not in the Hugging Face cache and "
+                       "HF_HUB_OFFLINE=1 forbids downloading it (download it once online, or "
+                       "give a local checkpoint)")
+    if (reason := hub_unreachable()) is not None:
+        raise HubError(f"cannot reach the Hugging Face Hub ({reason}) and {repo}: {filename} "
+                       "is not in the cache (check the network, or give a local checkpoint)")
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo, filename))
+    except GatedRepoError:  # a RepositoryNotFoundError: before it
+        raise HubError(f"{repo} is gated: accept its terms on the Hub and log in "
+                       "(`hf auth login`)") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"no repository {repo} on the Hugging Face Hub (a private one needs "
+                       "`hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{repo} has no main revision") from None
+    except LocalEntryNotFoundError:  # an EntryNotFoundError: the network failed mid-way
+        raise HubError(f"lost the connection to the Hugging Face Hub while fetching {repo}: "
+                       f"{filename}; try again") from None
+    except EntryNotFoundError:
+        raise HubFileMissing(f"{repo} has no file {filename}") from None
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """None when the Hub's host takes a TCP connection within ``timeout`` s, else why not.
+    With a proxy configured the probe is skipped (the proxy decides)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}: {e.strerror or e}"
+    return None
 
 
 def read_json(path: str | os.PathLike) -> dict:

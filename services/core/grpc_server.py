@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 STATS_SERVICE = stats_pb2.DESCRIPTOR.services_by_name["EngineStats"].full_name
+REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"  # newer grpcurl asks v1 first
 
 # Dialogue streams last minutes. The server pings idle connections every 30 s so dead peers are
 # found, and accepts client pings every 10 s or slower even without data in flight; clients use
@@ -45,6 +46,10 @@ CLIENT_KEEPALIVE_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
+
+
+class BindError(OSError):
+    """The server cannot listen on its address (a port in use, an address not local)."""
 
 
 class GrpcService(Protocol):
@@ -72,6 +77,14 @@ class ServerOptions:
     tls_private_key: bytes | None = None
     max_message_bytes: int = 4 * MiB  # gRPC's default receive limit, stated explicitly
     spare_workers: int = 16  # handler threads beyond one per admissible stream
+    open_reflection: bool = False  # with auth_token: reflection answers without the token
+
+    @property
+    def open_prefixes(self) -> tuple[str, ...]:
+        """Method prefixes that need no bearer token: health always (orchestrator probes)."""
+        names = [HEALTH_SERVICE] + ([reflection.SERVICE_NAME, REFLECTION_V1_SERVICE]
+                                    if self.open_reflection else [])
+        return tuple(f"/{name}/" for name in names)
 
     @property
     def tls(self) -> bool:
@@ -153,12 +166,16 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
     options = options or ServerOptions()
     engines = [e for s in services for e in s.engines()]
     slots = sum({id(e): e.max_sessions for e in engines}.values())
-    interceptors = [BearerTokenInterceptor(options.auth_token)] if options.auth_token else []
+    interceptors = ([BearerTokenInterceptor(options.auth_token, options.open_prefixes)]
+                    if options.auth_token else [])
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=slots + options.spare_workers,
                                    thread_name_prefix="grpc"),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", options.max_message_bytes),
+        # so_reuseport 0: a second server on a port in use fails to bind instead of sharing
+        # it (and splitting the calls between an authenticated and an open server).
+        options=[("grpc.so_reuseport", 0),
+                 ("grpc.max_receive_message_length", options.max_message_bytes),
                  ("grpc.max_send_message_length", options.max_message_bytes),
                  *SERVER_KEEPALIVE_OPTIONS])
     health_servicer = health_servicer or health.HealthServicer()
@@ -170,14 +187,19 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
     names = [s.name for s in services] + [HEALTH_SERVICE, STATS_SERVICE,
                                          reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    if options.tls:
-        credentials = grpc.ssl_server_credentials(
-            [(options.tls_private_key, options.tls_cert_chain)])
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if options.tls:
+            credentials = grpc.ssl_server_credentials(
+                [(options.tls_private_key, options.tls_cert_chain)])
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind": said below, with what to do
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        server.stop(None)
+        raise BindError(f"cannot listen on {address}: the port is in use (or the address is "
+                        "not this machine's); pick another --port")
     server.start()
     if warm_up:
         for service in services:

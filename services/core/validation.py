@@ -10,10 +10,10 @@ through a dialogue server whose LM is another server); vary the seed to vary the
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from services.core.common_pb2 import SamplingParams
-from services.core.engine import InvalidInput
+if TYPE_CHECKING:
+    from services.core.common_pb2 import SamplingParams
 
 MAX_TEMPERATURE = 10.0  # beyond this sampling is uniform noise: surely a client bug
 MAX_SEED = (1 << 63) - 1  # seeds live in an int64 tensor
@@ -30,6 +30,9 @@ class HasSeed(Protocol):
 
 def check_seed(seed: int) -> int:
     """``seed`` if it fits the int64 the draws are keyed by; InvalidInput otherwise."""
+    # Imported here: the CLI reads DEFAULT_SEED at start-up, before torch is wanted.
+    from services.core.engine import InvalidInput
+
     if not 0 <= seed <= MAX_SEED:
         raise InvalidInput(f"seed must be below 2**63, got {seed}")
     return int(seed)
@@ -44,6 +47,8 @@ def sampling_params(params: SamplingParams, default_temperature: float, default_
                     cardinality: int, what: str) -> tuple[float, int]:
     """(temperature, top_k) of ``params``, unset fields from the defaults; InvalidInput
     naming ``what`` ("text", "audio") when out of range."""
+    from services.core.engine import InvalidInput
+
     temperature = params.temperature if params.HasField("temperature") else default_temperature
     top_k = params.top_k if params.HasField("top_k") else default_top_k
     if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):

@@ -10,6 +10,10 @@ metadata strings:
     num_samples    "96000"   the original length: decode trims its whole frames to it
     model          "tokenizer-e351c8d8-checkpoint125.safetensors"  the codec that made them
 
+Only ``codes`` is required: missing metadata takes defaults (``sample_rate`` 24000,
+``frame_rate`` 12.5, ``num_codebooks`` from the tensor, ``num_samples`` = frames x frame size,
+``model`` "unknown"), and ``CodesFile.defaulted`` names the keys that did, so a tool can say so.
+
 Codes are stored as int16 (Mimi's 2048-entry codebooks fit, at a quarter of int64's size) and
 read back as int64 whatever integer type a writer chose.
 """
@@ -22,12 +26,13 @@ import os
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from services.core.constants import FRAME_RATE, SAMPLE_RATE
 
 CODES_KEY = "codes"
 METADATA_KEYS = ("sample_rate", "frame_rate", "num_codebooks", "num_samples", "model")
+UNKNOWN_MODEL = "unknown"
 
 
 class CodesFileError(ValueError):
@@ -41,6 +46,7 @@ class CodesFile:
     model: str
     sample_rate: int = SAMPLE_RATE
     frame_rate: float = FRAME_RATE
+    defaulted: tuple[str, ...] = ()  # metadata keys the file lacked (defaults used)
 
     @property
     def num_codebooks(self) -> int:
@@ -64,8 +70,17 @@ def save_codes(path: str | os.PathLike, codes: torch.Tensor, num_samples: int, m
     metadata = {"sample_rate": str(sample_rate), "frame_rate": str(frame_rate),
                 "num_codebooks": str(codes.shape[0]), "num_samples": str(num_samples),
                 "model": model}
-    save_file({CODES_KEY: codes.detach().to("cpu", torch.int16).contiguous()}, str(path),
-              metadata=metadata)
+    write_safetensors(path, {CODES_KEY: codes.detach().to("cpu", torch.int16).contiguous()},
+                      metadata)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str]) -> None:
+    """A safetensors file with the usual permissions (0644 under the default umask):
+    safetensors' own writer creates its files 0600."""
+    data = save(tensors, metadata=metadata)
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def load_codes(path: str | os.PathLike) -> CodesFile:
@@ -77,19 +92,24 @@ def load_codes(path: str | os.PathLike) -> CodesFile:
             codes = f.get_tensor(CODES_KEY)
     except (SafetensorError, OSError) as e:
         raise CodesFileError(f"cannot read codes file {path}: {e}") from e
-    missing = [k for k in METADATA_KEYS if k not in metadata]
-    if missing:
-        raise CodesFileError(f"{path}: metadata lacks {', '.join(missing)}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise CodesFileError(f"{path}: codes must be integers, got {codes.dtype}")
+    if codes.dim() != 2:
+        _check_codes(codes, 0, 1)  # says what the shape should be
+    missing = tuple(k for k in METADATA_KEYS if k not in metadata)
     try:
-        result = CodesFile(codes=codes.long(), num_samples=int(metadata["num_samples"]),
-                           model=metadata["model"], sample_rate=int(metadata["sample_rate"]),
-                           frame_rate=float(metadata["frame_rate"]))
-        declared = int(metadata["num_codebooks"])
-    except ValueError as e:
+        sample_rate = int(metadata.get("sample_rate", SAMPLE_RATE))
+        frame_rate = float(metadata.get("frame_rate", FRAME_RATE))
+        frame_size = round(sample_rate / frame_rate)
+        result = CodesFile(
+            codes=codes.long(),
+            num_samples=int(metadata.get("num_samples", codes.shape[1] * frame_size)),
+            model=metadata.get("model", UNKNOWN_MODEL), sample_rate=sample_rate,
+            frame_rate=frame_rate, defaulted=missing)
+        declared = int(metadata.get("num_codebooks", codes.shape[0]))
+    except (ValueError, ZeroDivisionError) as e:
         raise CodesFileError(f"{path}: malformed metadata: {e}") from e
-    if codes.dim() == 2 and declared != codes.shape[0]:
+    if declared != codes.shape[0]:
         raise CodesFileError(f"{path}: metadata says {declared} codebooks, tensor has "
                              f"{codes.shape[0]}")
     _check_codes(codes, result.num_samples, result.frame_size)

@@ -7,6 +7,7 @@ about its own size in memory (plus the transient fused embedding table, a few % 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 
 from services.core.checkpoint import (
     CheckpointError,
+    HubFileMissing,
     build_on_meta,
     load_into,
     load_state_dict,
@@ -25,29 +27,39 @@ from services.moshi_lm.model import LMModel
 from services.moshi_lm.quantize import QUANTIZE_MODES, pack_bf16, quantize_int8
 
 CONFIG_NAME = "config.json"
-DEFAULT_PRESET = "moshi_7b"  # repositories without config.json (moshiko, moshika)
+DEFAULT_PRESET = "moshi_7b"
+# Kyutai's first releases ship no config.json: they are the Moshi 7B layout. Only these.
+REPOS_WITHOUT_CONFIG = frozenset({"kyutai/moshiko-pytorch-bf16", "kyutai/moshika-pytorch-bf16"})
+
+log = logging.getLogger(__name__)
 
 
 def load_config(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = None
                 ) -> LMConfig:
-    """The checkpoint's config.json, or the ``moshi_7b`` preset when it has none.
-    ``checkpoint`` is a folder, or a weights file whose folder may hold config.json."""
+    """The checkpoint's config.json (``checkpoint``: a folder, or a weights file whose folder
+    holds config.json), or the ``moshi_7b`` preset for the repositories known to ship none
+    (REPOS_WITHOUT_CONFIG, said on the log). Anything else without config.json is an
+    error: guessing a 7B layout for it would only fail later, less clearly."""
     if checkpoint is not None:
         path = Path(checkpoint)
         folder = path if path.is_dir() else path.parent
         if not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         config_path = folder / CONFIG_NAME
-        return LMConfig.from_dict(read_json(config_path)) if config_path.exists() \
-            else preset(DEFAULT_PRESET)
+        if not config_path.exists():
+            raise CheckpointError(f"{folder} has no {CONFIG_NAME} (Kyutai's layout: the "
+                                  "config next to the weights)")
+        return LMConfig.from_dict(read_json(config_path))
     if hf_repo is None:
         raise ValueError("give a local checkpoint or a Hugging Face repository")
-    from huggingface_hub.errors import EntryNotFoundError
-
+    if hf_repo in REPOS_WITHOUT_CONFIG:
+        log.warning("%s ships no %s: using the Moshi 7B preset", hf_repo, CONFIG_NAME)
+        return preset(DEFAULT_PRESET)
     try:
         return LMConfig.from_dict(read_json(resolve_file(CONFIG_NAME, hf_repo=hf_repo)))
-    except EntryNotFoundError:
-        return preset(DEFAULT_PRESET)
+    except HubFileMissing:
+        raise CheckpointError(f"{hf_repo} has no {CONFIG_NAME}: not a Moshi-family LM "
+                              "repository") from None
 
 
 def load_lm(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = None, *,

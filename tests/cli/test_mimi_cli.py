@@ -67,6 +67,10 @@ def test_long_files_show_progress_and_match_the_batch_codes(tmp_path, monkeypatc
     runner = CliRunner()
     result = runner.invoke(main, ["mimi", "encode", str(source), str(codes_path)])
     assert result.exit_code == 0, result.output
+    assert "encoding" not in result.stderr  # not a terminal: no bar in logs
+    monkeypatch.setattr(cli.mimi, "_stderr_is_terminal", lambda: True)
+    result = runner.invoke(main, ["mimi", "encode", str(source), str(codes_path)])
+    assert result.exit_code == 0, result.output
     assert "encoding" in result.stderr
     audio, _ = soundfile.read(source, dtype="float32")
     expected = builtin_mimi().encode(

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -33,8 +35,6 @@ def test_any_integer_type_is_read(tmp_path):
     ({"codes": torch.zeros(2, 2)}, {"sample_rate": "24000", "frame_rate": "12.5",
                                     "num_codebooks": "2", "num_samples": "3840", "model": "m"},
      "must be integers"),
-    ({"codes": torch.zeros(2, 2, dtype=torch.long)}, {"sample_rate": "24000"},
-     "lacks frame_rate, num_codebooks, num_samples, model"),
     ({"codes": torch.zeros(2, 2, dtype=torch.long)}, {
         "sample_rate": "24000", "frame_rate": "12.5", "num_codebooks": "3",
         "num_samples": "3840", "model": "m"}, "says 3 codebooks"),
@@ -54,3 +54,24 @@ def test_not_a_safetensors_file(tmp_path):
     path.write_bytes(b"RIFF....WAVE")
     with pytest.raises(CodesFileError, match="cannot read codes file"):
         load_codes(path)
+
+
+def test_only_the_codes_are_required(tmp_path):
+    path = tmp_path / "bare.safetensors"
+    save_file({"codes": torch.ones(3, 4, dtype=torch.int16)}, path,
+              metadata={"sample_rate": "24000"})
+    loaded = load_codes(path)
+    assert loaded.defaulted == ("frame_rate", "num_codebooks", "num_samples", "model")
+    assert (loaded.num_samples, loaded.model, loaded.frame_rate) == (4 * 1920, "unknown", 12.5)
+    save_file({"codes": torch.ones(3, 4, dtype=torch.int16)}, path)  # no metadata at all
+    assert load_codes(path).defaulted == ("sample_rate", "frame_rate", "num_codebooks",
+                                          "num_samples", "model")
+
+
+def test_codes_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_codes(tmp_path / "c.safetensors", torch.zeros(1, 1, dtype=torch.long), 1920, "m")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "c.safetensors").stat().st_mode & 0o777) == "0o644"

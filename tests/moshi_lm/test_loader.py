@@ -100,9 +100,20 @@ def test_stored_bf16_runs_in_float32_and_back():
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 
-def test_missing_config_means_the_moshi_7b_preset(tmp_path):
+def test_a_local_checkpoint_without_config_is_an_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    assert load_config(tmp_path) == PRESETS["moshi_7b"]
+    for checkpoint in (tmp_path, tmp_path / "model.safetensors"):
+        with pytest.raises(CheckpointError, match=r"has no config\.json"):
+            load_config(checkpoint)
+
+
+def test_only_the_known_repositories_without_config_are_moshi_7b(monkeypatch, caplog):
+    from services.moshi_lm import loader
+
+    monkeypatch.setattr(loader, "resolve_file", lambda *a, **k: pytest.fail("no download"))
+    assert load_config(hf_repo="kyutai/moshiko-pytorch-bf16") == PRESETS["moshi_7b"]
+    assert "kyutai/moshiko-pytorch-bf16 ships no config.json: using the Moshi 7B preset" \
+        in caplog.text
     assert PRESETS["moshi_7b"].transformer.dim_feedforward == 16896
 
 
@@ -149,9 +160,9 @@ def test_int8_weights_stay_close_to_float(tmp_path):
         assert (outputs[quantize] - outputs[None]).abs().max() / scale < 0.05, quantize
 
 
-def test_extra_heads_read_the_output_before_out_norm():
-    """STT semantic-VAD heads (golden README §A): softmax of each head on the temporal
-    transformer output, before out_norm."""
+def test_extra_heads_read_the_output_after_out_norm():
+    """STT pause heads: softmax of each head on the normalised temporal transformer output
+    (the vector the text head reads; see test_parity for the reference run)."""
     model = load_fixture("lm_dev_stt_vad")
     generator = LMGenerator(model)
     state = generator.init_state(1, SamplingSettings.greedy())
@@ -165,7 +176,7 @@ def test_extra_heads_read_the_output_before_out_norm():
         inputs.append(torch.cat([torch.tensor([previous]), initial_audio if t == 0 else user[t]]))
         previous = result.text.item()
     with torch.no_grad():
-        raw = model.transformer(model.embed(torch.stack(inputs)[None]))[0]
+        raw = model.out_norm(model.transformer(model.embed(torch.stack(inputs)[None])))[0]
     expected = torch.stack([torch.softmax(h(raw), dim=-1) for h in model.extra_heads], dim=1)
     probs = torch.stack(probs)
     assert probs.shape == (12, 4, 6)
@@ -203,9 +214,8 @@ def test_packed_bf16_weights_are_bit_identical():
 
 def test_hugging_face_repositories_resolve_through_the_hub(tmp_path, monkeypatch):
     """--hf-repo: config.json and the weights named by it come from the hub (stubbed here);
-    a repository without config.json is the Moshi 7B layout."""
-    from huggingface_hub.errors import EntryNotFoundError
-
+    another repository without config.json is not a Moshi-family LM."""
+    from services.core.checkpoint import HubFileMissing
     from services.moshi_lm import loader
 
     cfg = tiny_config(**STT)
@@ -219,11 +229,12 @@ def test_hugging_face_repositories_resolve_through_the_hub(tmp_path, monkeypatch
     def fake_hub(filename, checkpoint=None, hf_repo=None):
         asked.append((hf_repo, filename))
         if hf_repo == "kyutai/legacy":
-            raise EntryNotFoundError(f"{filename} not in {hf_repo}")
+            raise HubFileMissing(f"{hf_repo} has no file {filename}")
         return tmp_path / "repo" / filename
 
     monkeypatch.setattr(loader, "resolve_file", fake_hub)
     model = load_lm(hf_repo="kyutai/stt-like")
     assert asked == [("kyutai/stt-like", "config.json"), ("kyutai/stt-like", "weights.safetensors")]
     assert model.cfg.n_q == cfg.n_q and model.cfg.dep_q == 0
-    assert load_config(hf_repo="kyutai/legacy") == PRESETS["moshi_7b"]
+    with pytest.raises(CheckpointError, match=r"kyutai/legacy has no config\.json: not a Moshi"):
+        load_config(hf_repo="kyutai/legacy")
