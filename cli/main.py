@@ -27,3 +27,6 @@ def _register() -> None:
 
 
 _register()
+
+if __name__ == "__main__":  # python3 -m cli.main, as the console script
+    main()

@@ -109,7 +109,8 @@ def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
             for pcm, words in synthesize(burst):
                 samples += len(pcm)
                 if to_stdout:  # as it is produced: a player downstream starts at once
-                    pcm16 = (np.clip(pcm, -1, 1) * 32767).astype("<i2")
+                    # scaled and clipped as the wav writer does, so both outputs agree
+                    pcm16 = np.clip(np.round(pcm * 32768), -32768, 32767).astype("<i2")
                     sys.stdout.buffer.write(pcm16.tobytes())
                     sys.stdout.buffer.flush()
                 else:

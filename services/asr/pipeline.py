@@ -13,14 +13,14 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
 from services.asr.stepper import ASRTick, Flush, Marker
 from services.asr.timing import SttTiming
-from services.asr.words import Word
+from services.asr.words import Word, clamp_word
 from services.core.constants import FRAME_RATE
 from services.core.engine import EngineError
 
@@ -51,6 +51,9 @@ class RecognitionSession:
     def __init__(self, asr: Any, codec: Codec, num_codebooks: int, timing: SttTiming,
                  interim: bool = True, pauses: bool = False):
         self.timing, self.interim, self.pauses = timing, interim, pauses
+        # Seconds of the client's audio received so far (set by the service): word times
+        # are clamped to it. None: not clamped.
+        self.audio_seconds: Callable[[], float] | None = None
         self._asr = asr
         try:
             self._encoder = codec.open_encoder(num_codebooks)
@@ -87,8 +90,10 @@ class RecognitionSession:
             yield ASREvent(processed, marker=tick.marker)
             return
         out, timing = tick.output, self.timing
-        for word in out.words:
-            if out.speech_started and word is out.words[0]:
+        for index, word in enumerate(out.words):
+            if self.audio_seconds is not None:
+                word = clamp_word(word, self.audio_seconds())
+            if out.speech_started and index == 0:
                 yield ASREvent(processed, speech_started=word.start)
             if word.is_final or self.interim:
                 yield ASREvent(processed, word=word)

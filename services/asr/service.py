@@ -82,6 +82,7 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
         for frame in _silence(splitter, self.timing.silence_prefix_seconds):
             session.send(frame)
         splitter.samples_received = 0  # the prefix is not the client's audio
+        session.audio_seconds = lambda: splitter.seconds_received  # words end inside it
         return session, splitter
 
     def end_frames(self, splitter: FrameSplitter) -> list[np.ndarray]:

@@ -35,6 +35,17 @@ class Word:
         return self.end is not None
 
 
+def clamp_word(word: Word, audio_seconds: float) -> Word:
+    """``word`` with its times no later than the end of the client's audio: the flush
+    silence fed after it lets the last word close, but is not speech (a 0 s file has no
+    word longer than 0 s)."""
+    end = None if word.end is None else min(word.end, audio_seconds)
+    start = min(word.start, audio_seconds)
+    if (start, end) == (word.start, word.end):
+        return word
+    return dataclasses.replace(word, start=start, end=end)
+
+
 class WordDecoder:
     """Per-session: text tokens in, step by step; word reports out."""
 

@@ -12,6 +12,7 @@ from services.asr import asr_pb2, asr_pb2_grpc
 from services.asr.recognizer import Recognizer, frame_codes, transcribe
 from services.asr.service import ASRService
 from services.asr.timing import SttTiming
+from services.asr.words import clamp_word
 from services.core.common_pb2 import PCM_F32LE
 from services.core.engine import Engine
 from services.core.grpc_server import ServerOptions, create_channel, create_server
@@ -88,7 +89,9 @@ def in_process_words(model, pcm):
         return torch.from_numpy(np.stack([codes_of(f) for f in frames], axis=1))[None]
 
     codes = frame_codes(batch_codec, pcm, TIMING)
-    return transcribe(recognizer, codes, sampling=SamplingSettings.greedy())
+    words = transcribe(recognizer, codes, sampling=SamplingSettings.greedy())
+    # The service ends words inside the client's audio (the flush silence is not speech).
+    return [clamp_word(w, len(pcm) / 24000) for w in words]
 
 
 def test_streaming_equals_in_process_with_markers_and_events(server):
