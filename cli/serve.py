@@ -32,6 +32,7 @@ from services.wiring import (
     ModelOptions,
     OptionsError,
     build_services,
+    close_all,
     set_threads,
 )
 
@@ -137,5 +138,4 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
     click.echo(f"shutting down (grace {grace:g} s)", err=True)
     set_health(health_servicer, services, serving=False)
     server.stop(grace).wait()
-    for service in services:
-        service.close()
+    close_all(services)

@@ -99,11 +99,13 @@ def _in_process(service, config, text: str):
 
     def feed():
         for chunk in _text_chunks(text):
-            session.push_text(chunk)
-        session.end_text()
+            session.send(chunk)
+        session.finish()
 
     threading.Thread(target=feed, name="tts-feed", daemon=True).start()
     for chunk in session:
+        if chunk is None:
+            continue
         if chunk.waiting_for_text:
             click.echo("(waiting for text)", err=True)
         yield chunk.audio, [(w.text, w.start) for w in chunk.words]

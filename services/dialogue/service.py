@@ -14,7 +14,8 @@ from services.core.engine import Engine, Unsupported, run_session
 from services.core.pcm import FrameSplitter, check_encoding, encode_pcm
 from services.core.validation import resolve_seed
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
-from services.dialogue.pipeline import Codec, DialogueFrame, DialogueSession, LanguageModel
+from services.dialogue.mode import DialogueFrame, DialogueMode
+from services.dialogue.pipeline import Codec, DialogueSession, LanguageModel
 from services.moshi_lm import moshi_lm_pb2
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,25 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                  lm_where: str = "in-process"):
         self.codec, self.lm = codec, lm
         self.codec_where, self.lm_where = codec_where, lm_where
+        # A codec and an LM on one engine (in this process): a dialogue is one session of it.
+        shared = getattr(codec, "engine", None)
+        self._engine = shared if shared is not None and shared is getattr(lm, "engine", None) \
+            else None
 
     def open(self, config: dialogue_pb2.DialogueConfig) -> DialogueSession:
         """A dialogue taking 1920-sample float32 frames of the user's voice at 24 kHz."""
         self.check_supported()
         # The seed is settled here (services.core.validation's policy), so that a remote LM
         # and an in-process one see the same config.
-        seed = resolve_seed(config)
-        return DialogueSession(self.codec, self.lm, moshi_lm_pb2.GenerateConfig(
+        generate = moshi_lm_pb2.GenerateConfig(
             text_sampling=config.text_sampling, audio_sampling=config.audio_sampling,
-            seed=seed))
+            seed=resolve_seed(config))
+        if self._engine is None:
+            return DialogueSession(self.codec, self.lm, generate)
+        cfg = self.lm.cfg
+        return self._engine.open(DialogueMode(self.lm.settings(generate),
+                                              cfg.num_input_codebooks, cfg.dep_q,
+                                              self.lm.pieces))
 
     def check_supported(self) -> None:
         info = self.lm.info()

@@ -1,8 +1,10 @@
-"""The Mimi gRPC service (protos/services/mimi/mimi.proto): thin handlers over the Mimi engine.
+"""The Mimi gRPC service (protos/services/mimi/mimi.proto): thin handlers over an engine with
+the codec (``services.core.tick``): its own, or the LM's, whose ticks then batch these streams
+with the dialogue, recognition and synthesis sessions.
 
-Streams go through the batching engine (one slot each); unary Encode/Decode run a batch call
-of the model on the handler thread while holding a slot, so they count against the same
-``max_sessions``.
+Streams go through the engine (one codec slot each); unary Encode/Decode run a batch call of
+the model on the handler thread while holding a codec slot, so they count against the same
+slots.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import check_codes
 from services.core.pcm import FrameSplitter, check_encoding, decode_pcm, encode_pcm
+from services.core.tick import speech_engine
 from services.mimi import mimi_pb2, mimi_pb2_grpc
+from services.mimi.mode import DecodeMode, EncodeMode
 from services.mimi.model import MimiModel
-from services.mimi.stepper import MimiStream, mimi_engine
 
 SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
 
@@ -27,16 +30,17 @@ SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
 class MimiService(mimi_pb2_grpc.MimiServicer):
     name = SERVICE_NAME
 
-    def __init__(self, model: MimiModel, engine: Engine, owns_engine: bool = True):
-        self.model, self.engine, self._owns_engine = model, engine, owns_engine
+    def __init__(self, model: MimiModel, engine: Engine):
+        """``engine``: a ``speech_engine`` holding ``model`` as its codec."""
+        self.model, self.engine = model, engine
 
     @classmethod
     def create(cls, model: MimiModel, max_sessions: int = 8, idle_timeout: float = 30.0,
                batch_window: float = 0.0) -> MimiService:
-        """``max_sessions`` encoding plus ``max_sessions`` decoding streams (or unary calls);
-        ``batch_window``: see ``Engine``."""
-        return cls(model, mimi_engine(model, max_sessions, idle_timeout,
-                                      batch_window=batch_window))
+        """On an engine of its own: ``max_sessions`` encoding plus ``max_sessions`` decoding
+        streams (or unary calls); ``batch_window``: see ``Engine``."""
+        return cls(model, speech_engine(max_sessions, codec=model, idle_timeout=idle_timeout,
+                                        batch_window=batch_window))
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------
 
@@ -50,13 +54,12 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
     def open_encoder(self, num_codebooks: int = 0) -> Session:
         """A session taking 1920-sample float32 frames and giving code frames [K]."""
-        return self.engine.open(MimiStream(True, self.check_num_codebooks(num_codebooks)),
-                                among=self.engine.stepper.encoder_slots)
+        return self.engine.open(EncodeMode(self.check_num_codebooks(num_codebooks)))
 
     def open_decoder(self, num_codebooks: int) -> Session:
         """A session taking code frames [K] and giving 1920-sample float32 frames."""
         k = self.check_num_codebooks(num_codebooks, default=False)
-        return self.engine.open(MimiStream(False, k), among=self.engine.stepper.decoder_slots)
+        return self.engine.open(DecodeMode(k))
 
     # ---- GrpcService -----------------------------------------------------------------------
 
@@ -72,8 +75,7 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
         run_session(self.open_decoder(len(codes[0])), codes)
 
     def close(self) -> None:
-        if self._owns_engine:
-            self.engine.stop()
+        """Nothing of its own: the engine belongs to whoever built it (``close_all``)."""
 
     # ---- RPCs ------------------------------------------------------------------------------
 
@@ -84,7 +86,7 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             frame_rate_hertz=cfg.frame_rate, frame_size=cfg.frame_size,
             cardinality=cfg.cardinality, max_codebooks=cfg.max_codebooks,
             default_codebooks=self.model.num_codebooks,
-            max_sessions=self.engine.stepper.max_streams)
+            max_sessions=self.engine.stepper.max_sessions)
 
     def Encode(self, request, context):
         try:

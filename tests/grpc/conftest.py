@@ -10,7 +10,7 @@ import pytest
 
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.moshi_lm.generate import LMGenerator
-from services.wiring import ModelOptions, load_lm_model, load_mimi_model
+from services.wiring import ModelOptions, close_all, load_lm_model, load_mimi_model
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def start_server():
 
         def start(services, **options):
             server, port = create_server(services, "127.0.0.1:0", ServerOptions(**options))
-            stack.callback(lambda: [s.close() for s in services])
+            stack.callback(lambda: close_all(services))
             stack.callback(lambda: server.stop(None))
             address = f"127.0.0.1:{port}"
             channel = create_channel(address)

@@ -113,7 +113,7 @@ def test_asr_tts_and_dialogue_together_equal_each_alone(default_server):
         futures = [pool.submit(run, default_server) for run in (recognize, synthesize, converse)]
         together = [f.result() for f in futures]
     figures = engine_figures(default_server)
-    assert sorted(figures) == ["mimi", "moshi_lm"]  # no engine of their own for ASR and TTS
+    assert sorted(figures) == ["moshi_lm"]  # one engine: codec, LM, ASR, TTS and dialogue
     lm = figures["moshi_lm"]
     assert lm.frames - before.frames > lm.steps - before.steps  # steps held several sessions
     words = [r.word for r in alone[0] if r.HasField("word") and r.word.HasField("end_seconds")]
