@@ -138,7 +138,7 @@ class BuiltinTokenizer:
                        for c in text)
 
     def display(self, ids: Iterable[int]) -> str:
-        """As ``decode`` (the name TextTokenizer gives it)."""
+        """As ``decode`` (the name WordEncoder gives it)."""
         return self.decode(ids)
 
     @property

@@ -32,7 +32,7 @@ import torch
 
 from services.core.constants import FRAME_RATE, TEXT_PAD
 from services.core.tick import Mode, Route, RowResult
-from services.tts.script import ScriptBuilder, TextTokenizer
+from services.tts.script import ScriptBuilder, WordEncoder
 from services.tts.state_machine import StateMachineConfig, WordStateMachine
 
 DROPPED_FRAMES = 2  # first decoded frames of a Kyutai TTS left out of the output (a click)
@@ -99,7 +99,7 @@ class SynthesisMode(Mode):
         self._reported_wait = False
 
     @classmethod
-    def for_tts(cls, model: Any, tokenizer: TextTokenizer, request: TTSRequest
+    def for_tts(cls, model: Any, tokenizer: WordEncoder, request: TTSRequest
                 ) -> SynthesisMode:
         """On a Kyutai TTS checkpoint (``TTSModel``); ``request`` checked by ``check_request``."""
         cfg, tts = model.cfg, model.tts_config
@@ -119,7 +119,7 @@ class SynthesisMode(Mode):
         return mode
 
     @classmethod
-    def for_moshi(cls, cfg: Any, tokenizer: TextTokenizer, audio_delay_frames: int, sampling,
+    def for_moshi(cls, cfg: Any, tokenizer: WordEncoder, audio_delay_frames: int, sampling,
                   num_codebooks: int | None = None, max_steps: int = 30_000) -> SynthesisMode:
         """On a Moshi-architecture LM (``LMConfig``), the audio delayed ``audio_delay_frames``
         behind the forced text."""

@@ -22,7 +22,7 @@ from services.moshi_lm.generate import SamplingSettings
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.conditioning import list_voices, load_voice, resolve_voice
 from services.tts.mode import SynthesisChunk, SynthesisMode, TTSRequest, check_request
-from services.tts.script import TextTokenizer
+from services.tts.script import WordEncoder
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["SpeechSynthesis"].full_name
 DEFAULT_CFG = 2.0
@@ -48,7 +48,7 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         self._voices: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def on_tts(cls, engine: Engine, model, tokenizer: TextTokenizer, model_name: str,
+    def on_tts(cls, engine: Engine, model, tokenizer: WordEncoder, model_name: str,
                voice_length: int | None, voices_dir: str | os.PathLike | None = None,
                default_voice: torch.Tensor | None = None) -> TTSService:
         """On a Kyutai TTS checkpoint's engine (``model`` a TTSModel; the engine's state
@@ -63,7 +63,7 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                    None if lut is None else lut.possible_values, voices_dir, default_voice)
 
     @classmethod
-    def on_moshi(cls, engine: Engine, cfg: LMConfig, tokenizer: TextTokenizer,
+    def on_moshi(cls, engine: Engine, cfg: LMConfig, tokenizer: WordEncoder,
                  model_name: str, audio_delay_frames: int) -> TTSService:
         """On a Moshi-architecture LM's engine (shared with its dialogues), the audio delayed
         ``audio_delay_frames`` behind the forced text; the engine's max_delay must allow it.
