@@ -101,9 +101,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    from grpc_health.v1 import health
-
-    from services.core.grpc_server import ServerOptions, create_server, set_health
+    from services.core.grpc_server import ServerOptions, create_server
 
     set_threads(threads)
     names = _parse_services(service_list)
@@ -121,9 +119,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
         auth_token=auth_token,
         tls_cert_chain=Path(tls_cert).read_bytes() if tls_cert else None,
         tls_private_key=Path(tls_key).read_bytes() if tls_key else None)
-    health_servicer = health.HealthServicer()
-    server, bound = create_server(services, f"{host}:{port}", server_options, health_servicer,
-                                  warm_up=False)
+    server, bound = create_server(services, f"{host}:{port}", server_options, warm_up=False)
     click.echo(f"listening on {host}:{bound} ({', '.join(s.name for s in services)}); "
                "warming up", err=True)
     stop = threading.Event()
@@ -131,11 +127,11 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
         signal.signal(sig, lambda *_: stop.set())
     for service in services:
         service.warm_up()
-    set_health(health_servicer, services, serving=True)
+    server.set_health(serving=True)
     click.echo("serving", err=True)
     while not stop.wait(0.5):  # a timed wait lets the signal handlers run
         pass
     click.echo(f"shutting down (grace {grace:g} s)", err=True)
-    set_health(health_servicer, services, serving=False)
+    server.set_health(serving=False)
     server.stop(grace).wait()
     close_all(services)

@@ -11,7 +11,7 @@ import numpy as np
 from services.asr import asr_pb2, asr_pb2_grpc
 from services.asr.mode import ASREvent, Marker, RecognitionMode, final_words
 from services.asr.timing import SttTiming
-from services.core import grpc_stream
+from services.core import aio, grpc_stream
 from services.core.engine import Engine, Session, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import FrameSplitter
@@ -110,26 +110,29 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
 
     # ---- RPCs -------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return asr_pb2.RecognizerInfo(
             model=self.model_name, text_delay_seconds=self.timing.audio_delay_seconds,
             silence_prefix_seconds=self.timing.silence_prefix_seconds,
             pause_prediction=self.pause_heads > 0, num_pause_heads=self.pause_heads,
             max_sessions=self.engine.stepper.max_sessions)
 
-    def Recognize(self, request, context):
+    async def Recognize(self, request, context):
         try:
             call = self.open(request.config)
             frames = [*call.frames(request.audio), *call.last_frames()]
         except CLIENT_ERRORS as error:
-            abort(context, error)
-        context.add_callback(call.session.close)
-        words = final_words(run_session(call.session, frames))
+            await abort(context, error)
+        context.add_done_callback(lambda _: call.session.close())
+        try:
+            words = final_words(await aio.run_session(call.session, frames))
+        except CLIENT_ERRORS as error:
+            await abort(context, error)
         return asr_pb2.RecognizeResponse(
             words=[_word(w) for w in words], transcript=" ".join(w.text for w in words),
             audio_seconds=call.splitter.seconds_received)
 
-    def StreamingRecognize(self, request_iterator, context):
+    async def StreamingRecognize(self, request_iterator, context):
         calls: list[Recognition] = []
 
         def open_session(config):
@@ -141,9 +144,10 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
                 return [Marker(request.marker.id)]
             return list(calls[0].frames(request.audio))
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session, to_inputs=to_inputs,
-            flush_inputs=lambda: list(calls[0].last_frames()), to_response=_response)
+            flush_inputs=lambda: list(calls[0].last_frames()), to_response=_response):
+            yield response
 
 
 def _word(word) -> asr_pb2.Word:

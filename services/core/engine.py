@@ -58,6 +58,10 @@ class IdleTimeout(EngineError):
     """No input and no output read for the idle timeout (DEADLINE_EXCEEDED)."""
 
 
+class ConfigTimeout(EngineError):
+    """A stream's first request, its config, did not come in time (DEADLINE_EXCEEDED)."""
+
+
 class EngineStopped(EngineError):
     """The engine shut down (UNAVAILABLE)."""
 
@@ -140,6 +144,17 @@ class Session:
         self.error: EngineError | None = None  # why the session ended early, if it did
         self.closed = False
         self.last_activity = time.monotonic()
+        self._wakers: list[Callable[[], None]] = []
+
+    def add_waker(self, waker: Callable[[], None]) -> None:
+        """``waker()`` is called (from any thread, outside the session's lock) whenever an
+        output arrives, the inbox gets room or the session ends: how an event loop waits
+        for a session without a thread of its own (``services.core.aio``)."""
+        self._wakers.append(waker)
+
+    def _wake(self) -> None:
+        for waker in self._wakers:
+            waker()
 
     # ---- client side ----------------------------------------------------------------------
 
@@ -147,13 +162,21 @@ class Session:
         """Queues one input; blocks while the inbox is full (back-pressure to the client)."""
         with self._cond:
             self._cond.wait_for(lambda: self.closed or len(self._inbox) < self._max_queue)
+        self.try_send(item)
+
+    def try_send(self, item: Any) -> bool:
+        """Queues one input unless the inbox is full (then False: wait for a wake)."""
+        with self._cond:
             if self.closed:
                 raise self.error or Cancelled(f"{self.engine.name} session closed")
             if self._finished:
                 raise InvalidInput("input after the end of input")
+            if len(self._inbox) >= self._max_queue:
+                return False
             self._inbox.append(item)
             self.last_activity = time.monotonic()
         self.engine.wake()
+        return True
 
     def finish(self) -> None:
         """No more input: iteration ends once every input sent has been stepped."""
@@ -161,6 +184,14 @@ class Session:
             self._finished = True
             self._cond.notify_all()
         self.engine.wake()
+
+    def try_receive(self) -> tuple[bool, Any]:
+        """(True, the next output) if there is one, else (False, None); raises as
+        ``receive`` does once the stream is over."""
+        try:
+            return True, self.receive(timeout=0)
+        except TimeoutError:
+            return False, None
 
     def receive(self, timeout: float | None = None) -> Any:
         """The next output, in order. Raises EndOfStream after the last one (when ended, or
@@ -199,6 +230,7 @@ class Session:
             self._inbox.clear()
             self._cond.notify_all()
         self.engine._release(self)
+        self._wake()
 
     # ---- engine side ----------------------------------------------------------------------
 
@@ -231,6 +263,7 @@ class Session:
             if self.closed or self._ended:
                 return
             config = self.config
+            absorbed = bool(self._inbox)
             while self._inbox:
                 config.absorb(self._inbox.popleft())
                 self._cond.notify_all()
@@ -241,17 +274,23 @@ class Session:
                 if note is not None:
                     self._outbox.append(note)
                     self._cond.notify_all()
+                    absorbed = True
+        if absorbed:
+            self._wake()
 
     def _deliver(self, output: Any) -> None:
+        """The outputs of a tick (and room made in the inbox): tells the client."""
         with self._cond:
             if not self.closed:
                 self._outbox.extend(output if isinstance(output, Events) else (output,))
                 self._cond.notify_all()
+        self._wake()
 
     def _end(self) -> None:
         with self._cond:
             self._ended = True
             self._cond.notify_all()
+        self._wake()
 
     def _queued(self) -> int:
         return len(self._inbox)

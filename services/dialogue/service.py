@@ -79,13 +79,13 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
 
     # ---- RPCs ------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return dialogue_pb2.DialogueInfo(
             sample_rate_hertz=SAMPLE_RATE, frame_size=FRAME_SIZE,
             model_delay_frames=self.lm.info().max_delay, mimi=self.codec_where,
             lm=self.lm_where)
 
-    def Converse(self, request_iterator, context):
+    async def Converse(self, request_iterator, context):
         splitter: FrameSplitter | None = None
         output_encoding = 0
 
@@ -101,7 +101,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                 text_token=frame.text_token, text=frame.text,
                 audio_received_seconds=splitter.seconds_received)
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session,
             to_inputs=lambda request: splitter.push(request.audio),
-            flush_inputs=lambda: splitter.flush(), to_response=respond)
+            flush_inputs=lambda: splitter.flush(), to_response=respond):
+            yield response

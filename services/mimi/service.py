@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from services.core import grpc_stream
+from services.core.aio import run_blocking
 from services.core.audio import resample
 from services.core.common_pb2 import CodeFrame
 from services.core.constants import SAMPLE_RATE
@@ -79,7 +80,7 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
     # ---- RPCs ------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         cfg = self.model.cfg
         return mimi_pb2.MimiInfo(
             model=self.model.name, sample_rate_hertz=cfg.sample_rate,
@@ -88,21 +89,26 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             default_codebooks=self.model.num_codebooks,
             max_sessions=self.engine.stepper.max_sessions)
 
-    def Encode(self, request, context):
+    async def Encode(self, request, context):
         try:
             config = request.config
             k = self.check_num_codebooks(config.num_codebooks)
             splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)  # validates
             audio = resample(decode_pcm(request.audio, splitter.encoding),
                              splitter.sample_rate, SAMPLE_RATE)
-            with self.engine.reserve(self.engine.stepper.encoder_slots), torch.inference_mode():
-                codes = self.model.encode(self._tensor(audio)[None, None], k)[0]
+
+            def encode():
+                with self.engine.reserve(self.engine.stepper.encoder_slots), \
+                        torch.inference_mode():
+                    return self.model.encode(self._tensor(audio)[None, None], k)[0]
+
+            codes = await run_blocking(encode)
         except grpc_stream.CLIENT_ERRORS as error:
-            grpc_stream.abort(context, error)
+            await grpc_stream.abort(context, error)
         return mimi_pb2.EncodeResponse(codes=_codes_message(codes.cpu().numpy()),
                                        num_samples=len(audio))
 
-    def Decode(self, request, context):
+    async def Decode(self, request, context):
         try:
             encoding = check_encoding(request.encoding)
             codes = self._clip_codes(request.codes)
@@ -110,15 +116,20 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             if not 0 <= request.num_samples <= length:
                 raise InvalidInput(f"num_samples must be in 0..{length} (1920 per frame), "
                                    f"got {request.num_samples}")
-            with self.engine.reserve(self.engine.stepper.decoder_slots), torch.inference_mode():
-                audio = self.model.decode(torch.from_numpy(codes)[None].to(self._device()))
+
+            def decode():
+                with self.engine.reserve(self.engine.stepper.decoder_slots), \
+                        torch.inference_mode():
+                    return self.model.decode(torch.from_numpy(codes)[None].to(self._device()))
+
+            audio = await run_blocking(decode)
         except grpc_stream.CLIENT_ERRORS as error:
-            grpc_stream.abort(context, error)
+            await grpc_stream.abort(context, error)
         audio = audio[0, 0, : request.num_samples or length].float().cpu().numpy()
         return mimi_pb2.DecodeResponse(audio=encode_pcm(audio, encoding),
                                        sample_rate_hertz=SAMPLE_RATE, num_samples=len(audio))
 
-    def StreamingEncode(self, request_iterator, context):
+    async def StreamingEncode(self, request_iterator, context):
         splitter: FrameSplitter | None = None
         frames_out = 0
 
@@ -134,12 +145,13 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
                 frame_index=frames_out - 1, frame=CodeFrame(codes=codes.tolist()),
                 audio_received_seconds=splitter.seconds_received)
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session,
             to_inputs=lambda request: splitter.push(request.audio),
-            flush_inputs=lambda: splitter.flush(), to_response=respond)
+            flush_inputs=lambda: splitter.flush(), to_response=respond):
+            yield response
 
-    def StreamingDecode(self, request_iterator, context):
+    async def StreamingDecode(self, request_iterator, context):
         config = None
         frames_out = 0
 
@@ -159,8 +171,10 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             return mimi_pb2.StreamingDecodeResponse(frame_index=frames_out - 1,
                                                     audio=encode_pcm(audio, config.encoding))
 
-        return grpc_stream.serve_stream(request_iterator, context, open_session=open_session,
-                                        to_inputs=to_inputs, to_response=respond)
+        async for response in grpc_stream.serve_stream(
+                request_iterator, context, open_session=open_session, to_inputs=to_inputs,
+                to_response=respond):
+            yield response
 
     # ---- helpers ---------------------------------------------------------------------------
 

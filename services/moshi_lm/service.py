@@ -91,10 +91,10 @@ class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
 
     # ---- RPCs ------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return self.info()
 
-    def Generate(self, request_iterator, context):
+    async def Generate(self, request_iterator, context):
         frames_out = 0
 
         def respond(frame: LMFrame | None):
@@ -106,8 +106,9 @@ class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
                 frame_index=frames_out - 1, text_token=frame.text_token, text=frame.text,
                 audio=CodeFrame(codes=frame.audio.tolist()))
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=self.open_generation,
             to_inputs=lambda request: [self.check_user_frame(
                 np.asarray(request.user_frame.codes, dtype=np.int64))],
-            to_response=respond)
+            to_response=respond):
+            yield response

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import torch
 
 from services.core import grpc_stream
+from services.core.aio import AsyncSession
 from services.core.audio import StreamResampler
 from services.core.constants import FRAME_RATE, SAMPLE_RATE
-from services.core.engine import Engine, InvalidInput, Session
+from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import PcmError, check_encoding, check_sample_rate, encode_pcm
 from services.core.validation import resolve_seed, sampling_params
@@ -145,27 +146,28 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
 
     # ---- RPCs -------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return tts_pb2.SynthesizerInfo(
             model=self.model_name, audio_delay_seconds=self.audio_delay,
             max_codebooks=self.cfg.dep_q, max_sessions=self.engine.stepper.max_sessions,
             voice_conditioning=self.voice_conditioning)
 
-    def ListVoices(self, request, context):
+    async def ListVoices(self, request, context):
         voices = list_voices(self.voices_dir) if self.voices_dir is not None else []
         return tts_pb2.ListVoicesResponse(voices=voices)
 
-    def Synthesize(self, request, context):
-        chunks = list(self._run(request, context))
+    async def Synthesize(self, request, context):
+        chunks = [chunk async for chunk in self._run(request, context)]
         out = _merge(chunks)
         return tts_pb2.SynthesizeResponse(audio=out.audio, words=out.words,
                                           audio_seconds=chunks[-1].audio_seconds if chunks
                                           else 0.0)
 
-    def SynthesizeOnline(self, request, context):
-        yield from self._run(request, context)
+    async def SynthesizeOnline(self, request, context):
+        async for chunk in self._run(request, context):
+            yield chunk
 
-    def StreamingSynthesize(self, request_iterator, context):
+    async def StreamingSynthesize(self, request_iterator, context):
         writers: list[_ChunkWriter] = []
         sessions: list[Session] = []
 
@@ -183,43 +185,36 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                 return []
             raise InvalidInput("expected text or end_of_input after the config")
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session, to_inputs=to_inputs,
-            to_response=lambda chunk: None if chunk is None else writers[0].chunk(chunk))
+            to_response=lambda chunk: None if chunk is None else writers[0].chunk(chunk)):
+            yield response
 
-    def _run(self, request, context) -> Iterator[tts_pb2.SynthesisChunk]:
+    async def _run(self, request, context) -> AsyncIterator[tts_pb2.SynthesisChunk]:
         try:
             if not request.text.strip():
                 raise InvalidInput("the text is empty")
             writer = _ChunkWriter(request.config)
             session = self.open(request.config)
         except CLIENT_ERRORS as error:
-            abort(context, error)
-        context.add_callback(session.close)
+            await abort(context, error)
+        context.add_done_callback(lambda _: session.close())
+        stream = AsyncSession(session)
         try:
-            for chunk in run_text(session, request.text, iterate=True):
-                yield writer.chunk(chunk)
-        except CLIENT_ERRORS as error:
-            abort(context, error)
-        finally:
-            session.close()
-
-
-def run_text(session: Session, text: str, iterate: bool = False):
-    """Synthesizes ``text`` on ``session`` (closed at the end): its chunks, as a list or
-    (``iterate``) as they come."""
-    session.send(text)
-    session.finish()
-
-    def chunks():
-        try:
-            for chunk in session:
+            await stream.send(request.text)
+            stream.finish()
+            async for chunk in stream:
                 if chunk is not None:
-                    yield chunk
+                    yield writer.chunk(chunk)
+        except CLIENT_ERRORS as error:
+            await abort(context, error)
         finally:
             session.close()
 
-    return chunks() if iterate else list(chunks())
+
+def run_text(session: Session, text: str) -> list[SynthesisChunk]:
+    """The chunks of ``text`` synthesized on ``session`` (closed at the end), from a thread."""
+    return [c for c in run_session(session, [text]) if c is not None]
 
 
 class _ChunkWriter:
