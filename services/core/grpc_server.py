@@ -73,7 +73,6 @@ class ServerOptions:
     tls_cert_chain: bytes | None = None  # PEM; with tls_private_key turns TLS on
     tls_private_key: bytes | None = None
     max_message_bytes: int = 4 * MiB  # gRPC's default receive limit, stated explicitly
-    spare_workers: int = 16  # handler threads beyond one per admissible stream
 
     @property
     def tls(self) -> bool:
