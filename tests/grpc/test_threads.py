@@ -3,17 +3,14 @@ tiny models) holds as many threads with 64 concurrent dialogue, ASR and TTS sess
 with one."""
 
 import re
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from services.core.grpc_server import create_channel
+from tests.grpc.conftest import spawn_serve
 from tests.grpc.test_serve_speech import converse, recognize, synthesize
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def thread_count(pid: int) -> int:
@@ -43,17 +40,9 @@ def peak_threads(pid: int, channel, sessions: int) -> int:
 
 
 def test_thread_count_is_independent_of_the_number_of_sessions():
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0",
-         "--threads", "1", "--max-sessions", "64", "--asr-text-delay", "3",
-         "--tts-audio-delay", "4"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    process, port = spawn_serve("--threads", "1", "--max-sessions", "64",
+                                "--asr-text-delay", "3", "--tts-audio-delay", "4")
     try:
-        port = None
-        for line in process.stderr:
-            if match := re.search(r"listening on [\d.]+:(\d+)", line):
-                port = match[1]
-            if line.startswith("serving"):
-                break
         with create_channel(f"127.0.0.1:{port}") as channel:
             one = peak_threads(process.pid, channel, 1)
             many = peak_threads(process.pid, channel, 64)
