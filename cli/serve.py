@@ -54,6 +54,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # The Moshi paper's streaming ASR and TTS by delays: 2 s (25 frames) each way.
 DEFAULT_TEXT_DELAY_FRAMES = 25
 DEFAULT_AUDIO_DELAY_FRAMES = 25
+# Built-in random model pairs (a Mimi and an LM preset of the same name): "tiny", the default
+# stand-in for a checkpoint, and "null", whose steps cost next to nothing so a benchmark of
+# the server measures the serving around the models (bench/bench_serving.py).
+BUILTIN_PRESETS = ("tiny", "null")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,7 @@ class ModelOptions:
     asr_text_delay: int = DEFAULT_TEXT_DELAY_FRAMES  # frames; ASR on a Moshi-architecture LM
     tts_audio_delay: int = DEFAULT_AUDIO_DELAY_FRAMES  # frames; TTS on a Moshi-architecture LM
     voices_dir: str | None = None  # voices of a Kyutai TTS checkpoint
+    builtin_preset: str = "tiny"  # which built-in models stand in without a checkpoint
 
     @property
     def builtin(self) -> bool:
@@ -107,7 +112,8 @@ def load_mimi_model(options: ModelOptions):
     dtype = DTYPES[options.dtype]
     if options.mimi_checkpoint is None and options.hf_repo is None:
         _warn_random("Mimi")
-        return build_random_mimi(seed=BUILTIN_SEED, device=options.device, dtype=dtype)
+        return build_random_mimi(options.builtin_preset, seed=BUILTIN_SEED,
+                                 device=options.device, dtype=dtype)
     return load_mimi(options.mimi_checkpoint, options.hf_repo, device=options.device,
                      dtype=dtype)
 
@@ -124,8 +130,8 @@ def load_lm_model(options: ModelOptions):
         _warn_random("Moshi LM")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILTIN_SEED)
-            model = prepare_for_inference(LMModel(preset("tiny")))
-        return model.to(options.device), "builtin-tiny-random", None
+            model = prepare_for_inference(LMModel(preset(options.builtin_preset)))
+        return model.to(options.device), f"builtin-{options.builtin_preset}-random", None
     model = load_lm(checkpoint, repo, dtype=DTYPES[options.dtype], device=options.device)
     return model, str(checkpoint or repo), text_tokenizer(model.cfg, checkpoint, repo)
 
@@ -326,6 +332,10 @@ def model_options(f):
 @click.option("--voices-dir", type=click.Path(exists=True, file_okay=False),
               help="Kyutai TTS checkpoint: the voices folder (e.g. a kyutai/tts-voices "
               "download); its first voice is the default.")
+@click.option("--builtin", "builtin_preset", type=click.Choice(BUILTIN_PRESETS),
+              default="tiny", show_default=True,
+              help="Without a checkpoint: the built-in random models to serve ('null': "
+              "near-zero-cost models, for benchmarking the server itself).")
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")
 @click.option("--lm-address", help="Dialogue: use the LM service at this address.")
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
@@ -338,8 +348,8 @@ def model_options(f):
               help="Seconds running streams get to finish on shutdown.")
 def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
           threads, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
-          tts_audio_delay, voices_dir, mimi_address, lm_address, auth_token, tls_cert, tls_key,
-          grace) -> None:
+          tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
+          tls_cert, tls_key, grace) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
     reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
     dialogue, ASR and TTS sessions in one batched engine, each with its own delays."""
@@ -351,7 +361,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
     names = _parse_services(service_list)
     options = ModelOptions(hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
                            max_sessions, idle_timeout, batch_window_ms / 1000, asr_text_delay,
-                           tts_audio_delay, voices_dir)
+                           tts_audio_delay, voices_dir, builtin_preset)
     services = build_services(names, options, mimi_address, lm_address, auth_token)
     server_options = ServerOptions(
         auth_token=auth_token,
