@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from cli.options import model_options
+from services.builtin import BUILTIN_PRESETS
 from services.wiring import (
     ALL_SERVICES,
     DEFAULT_AUDIO_DELAY_FRAMES,
@@ -81,6 +82,10 @@ def _parse_services(value: str | None) -> list[str] | None:
               type=click.Path(exists=True, file_okay=False),
               help="Kyutai TTS checkpoint: the voices folder (e.g. a kyutai/tts-voices "
               "download); its first voice is the default.")
+@click.option("--builtin", "builtin_preset", type=click.Choice(BUILTIN_PRESETS),
+              default="tiny", show_default=True,
+              help="Without a checkpoint: the built-in random models to serve ('null': "
+              "near-zero-cost models, for benchmarking the server itself).")
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")
 @click.option("--lm-address", help="Dialogue: use the LM service at this address.")
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
@@ -93,7 +98,8 @@ def _parse_services(value: str | None) -> list[str] | None:
               help="Seconds running streams get to finish on shutdown.")
 def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
           threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
-          tts_audio_delay, voices_dir, mimi_address, lm_address, auth_token, tls_cert, tls_key,
+          tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
+          tls_cert, tls_key,
           grace) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
     reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
@@ -110,6 +116,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
                            max_sessions=max_sessions, idle_timeout=idle_timeout,
                            batch_window=batch_window_ms / 1000, asr_text_delay=asr_text_delay,
                            tts_audio_delay=tts_audio_delay, voices_dir=voices_dir,
+                           builtin_preset=builtin_preset,
                            quantize=quantize)
     try:
         services = build_services(names, options, mimi_address, lm_address, auth_token)

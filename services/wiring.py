@@ -84,6 +84,7 @@ class ModelOptions:
     tts_audio_delay: int = DEFAULT_AUDIO_DELAY_FRAMES  # frames; TTS on a Moshi-architecture LM
     voices_dir: str | None = None  # voices of a Kyutai TTS checkpoint
     quantize: str | None = None  # int8 LM weights; see services.moshi_lm.quantize
+    builtin_preset: str = "tiny"  # the built-in models without a checkpoint (BUILTIN_PRESETS)
 
     @property
     def builtin(self) -> bool:
@@ -140,7 +141,8 @@ def load_mimi_model(options: ModelOptions, num_codebooks: int = 8) -> MimiModel:
 
     if options.builtin_mimi:
         builtin.announce("Mimi")
-        return builtin.builtin_mimi(options.device, options.torch_dtype, num_codebooks)
+        return builtin.builtin_mimi(options.device, options.torch_dtype, num_codebooks,
+                                    options.builtin_preset)
     return load_mimi(options.mimi_checkpoint, options.hf_repo, device=options.device,
                      dtype=options.torch_dtype, num_codebooks=num_codebooks)
 
@@ -152,8 +154,10 @@ def load_lm_model(options: ModelOptions) -> tuple[LMModel, str, Tokenizer | None
 
     if options.builtin_lm:
         builtin.announce("Moshi LM")
-        model = builtin.builtin_lm(options.device, options.torch_dtype, options.quantize)
-        return model, builtin.BUILTIN_LM_NAME, builtin.BuiltinTokenizer(model.cfg.text_vocab)
+        model = builtin.builtin_lm(options.device, options.torch_dtype, options.quantize,
+                                   options.builtin_preset)
+        name = builtin.BUILTIN_LM_NAME.replace("tiny", options.builtin_preset)
+        return model, name, builtin.BuiltinTokenizer(model.cfg.text_vocab)
     checkpoint, repo = options.lm_checkpoint, options.hf_repo
     model = load_lm(checkpoint, repo, dtype=options.torch_dtype, device=options.device,
                     quantize=options.quantize)
