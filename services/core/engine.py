@@ -18,10 +18,12 @@ model work is one batched call.
 
 A session ends once its client has finished and every input is stepped: the engine then asks
 the stepper for the session's last outputs (``Stepper.end``, e.g. the words still open).
-A *self-paced* session (its config has ``self_paced = True``: synthesis, which needs no input
-per step) hands its inputs to its config as they arrive (``absorb``; ``finish`` calls
-``end_input``) and is stepped whenever its config ``can_step()``, until it is ``done``: its
-outbox bound paces it to its reader; while it cannot step, ``waiting_output()`` may say so.
+A config's optional ``pass_through(item)`` answers inputs that need no model step (markers)
+at once, in order, so they take no tick. A *self-paced* session (its config has
+``self_paced = True``: synthesis, which needs no input per step) hands its inputs to its
+config as they arrive (``absorb``; ``finish`` calls ``end_input``) and is stepped whenever
+its config ``can_step()``, until it is ``done``: its outbox bound paces it to its reader;
+while it cannot step, ``waiting_output()`` may say so.
 """
 
 from __future__ import annotations
@@ -237,15 +239,28 @@ class Session:
     def _take(self) -> Any:
         """The next input (STEP for a self-paced session that can step), _END once the input
         is over, else _EMPTY (nothing to do, or no room for the output)."""
+        answered = len(self._outbox)
+        item = self._take_locked()
+        if len(self._outbox) != answered:
+            self._wake()  # pass-through inputs were answered
+        return item
+
+    def _take_locked(self) -> Any:
         with self._cond:
             if self.closed or self._ended or len(self._outbox) >= self._max_queue:
                 return _EMPTY
             if self._self_paced:
                 return self._take_self_paced()
-            if self._inbox:
+            answer = getattr(self.config, "pass_through", None)
+            while self._inbox:
                 item = self._inbox.popleft()
                 self._cond.notify_all()
-                return item
+                # An input the model does not see (a marker) is answered here, in order,
+                # instead of taking a tick of its own.
+                output = answer(item) if answer is not None else None
+                if output is None:
+                    return item
+                self._outbox.extend(output if isinstance(output, Events) else (output,))
             return _END if self._finished else _EMPTY
 
     def _take_self_paced(self) -> Any:

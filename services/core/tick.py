@@ -100,6 +100,11 @@ class Mode:
         a marker)."""
         return True
 
+    def pass_through(self, item: Any) -> Any:
+        """The outputs of an input that needs no model step (see ``is_data``), answered by
+        the engine as soon as it is taken; None for model inputs."""
+        return None if self.is_data(item) else self.output(RowResult(item))
+
     def start(self, stepper: SpeechStepper, slot: int) -> None:
         """Extra state of the session's rows, set on the engine thread (conditions)."""
 
