@@ -87,7 +87,8 @@ def _codec_transformer(d_model: int, num_heads: int, num_layers: int, dim_feedfo
 
 
 PRESETS: dict[str, MimiConfig] = {
-    # Kyutai's published codec (spec §1): tokenizer-e351c8d8-checkpoint125.safetensors.
+    # Kyutai's published codec (docs/architecture.md#mimi):
+    # tokenizer-e351c8d8-checkpoint125.safetensors.
     "mimi_202407": MimiConfig(
         seanet=SeanetConfig(),
         transformer=_codec_transformer(512, 8, 8, 2048, context=250),

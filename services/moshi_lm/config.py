@@ -180,7 +180,8 @@ def _as_field_value(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-# Exact-name presets. Values from Kyutai's published configurations (spec §2.1, §3.2).
+# Exact-name presets. Values from Kyutai's published configurations
+# (docs/architecture.md#lm-config, #stt-layout).
 PRESETS: dict[str, LMConfig] = {
     "moshi_7b": LMConfig(),
     "stt_1b_en_fr": LMConfig(

@@ -1,5 +1,6 @@
-"""Loading: exact key layout (spec §2.7) on small random checkpoints, Moshi and STT
-(dep_q = 0) layouts, dtypes, clear errors, the int8 path and the tokenizer."""
+"""Loading: exact key layout (docs/architecture.md#lm-checkpoint) on small random
+checkpoints, Moshi and STT (dep_q = 0) layouts, dtypes, clear errors, the int8 path and the
+tokenizer."""
 
 import json
 
