@@ -14,7 +14,7 @@ where the text sits in time (``RecognitionMode.for_stt`` / ``for_moshi``):
 Both feed the first frame twice (Kyutai's framing: the LM ignores its input at step 0), get a
 silence prefix (``prefix_samples``) and, at the end of input, flush silence so that the last
 words come out (``flush_samples``); ``end`` closes the word still open. See
-docs/architecture.md, "Kyutai STT".
+docs/architecture.md §3.
 """
 
 from __future__ import annotations

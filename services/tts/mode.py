@@ -18,8 +18,8 @@ The two kinds of model differ in their settings (``SynthesisMode.for_tts`` / ``f
   text, so it speaks each word having read that far ahead; the user's streams get silence.
 
 One word-time rule serves both: a word fed at step s starts at
-``(s + audio_lag - first_output_frame) / 12.5`` s of the output. See docs/architecture.md,
-"Kyutai TTS".
+``(s + audio_lag - first_output_frame) / 12.5`` s of the output. See docs/architecture.md
+§4 and §5.
 """
 
 from __future__ import annotations

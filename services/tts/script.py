@@ -1,4 +1,5 @@
-"""From text to the entries the TTS word state machine lays on the 12.5 Hz grid (spec §3.3).
+"""From text to the entries the TTS word state machine lays on the 12.5 Hz grid
+(docs/architecture.md §4.3).
 
 A script is a list of turns. Each word becomes one ``Entry``: its SentencePiece tokens (the
 first word of a turn gets the speaker token in front) and the padding steps it forces after it.

@@ -1,5 +1,5 @@
-"""The TTS word state machine (spec §3.3, golden README "How the reference's TTS word state
-machine behaves"): it decides, step by step, which text token the model is fed.
+"""The TTS word state machine (docs/architecture.md §4.4-4.6): it decides, step by step, which
+text token the model is fed.
 
 The model proposes a text token at every step; only two proposals matter: ``new_word`` (0,
 "start the next word now") and ``pad`` (3). The machine accepts a new word only when the
