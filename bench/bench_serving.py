@@ -36,8 +36,9 @@ set-up is not in them):
   handled for it (acknowledged, answered or received); the least-squares slope of lag over the
   window, the worst stream shown. About 0: real time; > 0: the session falls behind by that
   many ms per second. "behind" is the worst lag at the end of the window minus its start.
-- slip (ms): how late the client itself sent a frame (p99). A large slip means the client
-  process, not the server, was short of CPU (the clients share the machine).
+- slip (ms): how late a client sent a frame against its real-time schedule (p99). Either the
+  client process was short of CPU (it shares the machine) or the server pushed back (a write
+  waits while the server takes no input); lag counts from the ideal schedule either way.
 - threads and RSS of the server at the start of the row (idle, warmed up) and at peak.
 
 Every row stops by itself (``--seconds``, default 10), traffic stays on loopback. The machine's
