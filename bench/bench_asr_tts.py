@@ -100,8 +100,7 @@ def main() -> None:
     asr, asr_codec = build_stt_service(ModelOptions(max_sessions=sessions))
     tts, tts_codec = build_tts_service(ModelOptions(max_sessions=sessions))
     services = [asr_codec, asr, tts_codec, tts]
-    server, port = create_server(services, "127.0.0.1:0",
-                                 ServerOptions(spare_workers=2 * sessions))
+    server, port = create_server(services, "127.0.0.1:0", ServerOptions())
     channel = create_channel(f"127.0.0.1:{port}")
     asr_stub = asr_pb2_grpc.SpeechRecognitionStub(channel)
     tts_stub = tts_pb2_grpc.SpeechSynthesisStub(channel)

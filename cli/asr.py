@@ -29,8 +29,9 @@ CHUNK_FRAMES = 4  # frames per audio message sent to a server (320 ms)
 
 def _events_in_process(service, audio: np.ndarray, config) -> Iterator[dict]:
     """Events of an in-process session, printed as they come (a thread feeds the audio)."""
-    session, splitter = service.open(config)
-    frames = list(splitter.push(audio.astype("<f4").tobytes())) + service.end_frames(splitter)
+    call = service.open(config)
+    session = call.session
+    frames = [*call.frames(audio.astype("<f4").tobytes()), *call.last_frames()]
 
     def feed():
         for frame in frames:

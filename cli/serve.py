@@ -26,6 +26,7 @@ import click
 
 from cli.errors import Command
 from cli.options import model_options
+from services.builtin import BUILTIN_PRESETS
 from services.wiring import (
     ALL_SERVICES,
     DEFAULT_AUDIO_DELAY_FRAMES,
@@ -33,6 +34,7 @@ from services.wiring import (
     ModelOptions,
     OptionsError,
     build_services,
+    close_all,
     set_threads,
 )
 
@@ -100,6 +102,10 @@ def _parse_services(value: str | None) -> list[str] | None:
               type=click.Path(exists=True, file_okay=False),
               help="Kyutai TTS checkpoint: the voices folder (e.g. a kyutai/tts-voices "
               "download); its first voice is the default.")
+@click.option("--builtin", "builtin_preset", type=click.Choice(BUILTIN_PRESETS),
+              default="tiny", show_default=True,
+              help="Without a checkpoint: the built-in random models to serve ('null': "
+              "near-zero-cost models, for benchmarking the server itself).")
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")
 @click.option("--lm-address", help="Dialogue: use the LM service at this address.")
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
@@ -115,17 +121,15 @@ def _parse_services(value: str | None) -> list[str] | None:
               help="Seconds running streams get to finish on shutdown.")
 def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
           threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
-          tts_audio_delay, voices_dir, mimi_address, lm_address, auth_token, open_reflection,
-          tls_cert, tls_key, grace) -> None:
+          tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
+          open_reflection, tls_cert, tls_key, grace) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
     reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
     dialogue, ASR and TTS sessions in one batched engine, each with its own delays."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    from grpc_health.v1 import health
-
-    from services.core.grpc_server import ServerOptions, create_server, set_health
+    from services.core.grpc_server import ServerOptions, create_server
 
     set_threads(threads)
     names = _parse_services(service_list)
@@ -135,6 +139,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
                            max_sessions=max_sessions, idle_timeout=idle_timeout,
                            batch_window=batch_window_ms / 1000, asr_text_delay=asr_text_delay,
                            tts_audio_delay=tts_audio_delay, voices_dir=voices_dir,
+                           builtin_preset=builtin_preset,
                            quantize=quantize)
     try:
         services = build_services(names, options, mimi_address, lm_address, auth_token)
@@ -144,9 +149,7 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
         auth_token=auth_token, open_reflection=open_reflection,
         tls_cert_chain=Path(tls_cert).read_bytes() if tls_cert else None,
         tls_private_key=Path(tls_key).read_bytes() if tls_key else None)
-    health_servicer = health.HealthServicer()
-    server, bound = create_server(services, f"{host}:{port}", server_options, health_servicer,
-                                  warm_up=False)
+    server, bound = create_server(services, f"{host}:{port}", server_options, warm_up=False)
     click.echo(f"listening on {host}:{bound} ({', '.join(s.name for s in services)}); "
                "warming up", err=True)
     stop = threading.Event()
@@ -154,12 +157,11 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
         signal.signal(sig, lambda *_: stop.set())
     for service in services:
         service.warm_up()
-    set_health(health_servicer, services, serving=True)
+    server.set_health(serving=True)
     click.echo("serving", err=True)
     while not stop.wait(0.5):  # a timed wait lets the signal handlers run
         pass
     click.echo(f"shutting down (grace {grace:g} s)", err=True)
-    set_health(health_servicer, services, serving=False)
+    server.set_health(serving=False)
     server.stop(grace).wait()
-    for service in services:
-        service.close()
+    close_all(services)

@@ -91,7 +91,9 @@ def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
     if server is None:
         set_threads(threads)
         options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
-                               dtype=dtype, quantize=quantize, max_sessions=1,
+                               # 2: a burst's session may still hold its slot while
+                               # the next burst's opens
+                               dtype=dtype, quantize=quantize, max_sessions=2,
                                voices_dir=voices_dir,
                                **({} if tts_audio_delay is None
                                   else {"tts_audio_delay": tts_audio_delay}))
@@ -135,11 +137,13 @@ def _in_process(service, config, burst: Iterator[str]):
 
     def feed():
         for chunk in burst:
-            session.push_text(chunk)
-        session.end_text()
+            session.send(chunk)
+        session.finish()
 
     threading.Thread(target=feed, name="tts-feed", daemon=True).start()
     for chunk in session:
+        if chunk is None:
+            continue
         if chunk.waiting_for_text:
             click.echo("(waiting for text)", err=True)
         yield chunk.audio, [(w.text, w.start) for w in chunk.words]

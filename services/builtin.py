@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from services.tts.loading import TTSBundle
 
 BUILTIN_SEED = 0  # every process builds the same random weights: separate servers agree
+# Built-in random model pairs (a Mimi and an LM preset of the same name): "tiny", the default
+# stand-in for a checkpoint, and "null", whose steps cost next to nothing so that a benchmark
+# of the server measures the serving around the models (bench/bench_serving.py).
+BUILTIN_PRESETS = ("tiny", "null")
 BUILTIN_LM_NAME = "builtin-tiny-random"
 BUILTIN_STT_NAME = "builtin-tiny-random-stt"
 # build_random_mimi names its model after its preset and seed; see builtin_mimi.
@@ -45,18 +49,19 @@ def announce(what: str) -> None:
 
 
 def builtin_mimi(device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                 num_codebooks: int = 8) -> MimiModel:
-    """The built-in Mimi (``tiny`` preset), named BUILTIN_MIMI_NAME."""
+                 num_codebooks: int = 8, preset: str = "tiny") -> MimiModel:
+    """The built-in Mimi (``tiny`` preset: named BUILTIN_MIMI_NAME; ``null``: a codec whose
+    steps cost next to nothing, see BUILTIN_PRESETS)."""
     import torch
 
     from services.mimi.loading import build_random_mimi
 
-    return build_random_mimi("tiny", seed=BUILTIN_SEED, device=device,
+    return build_random_mimi(preset, seed=BUILTIN_SEED, device=device,
                              dtype=dtype or torch.float32, num_codebooks=num_codebooks)
 
 
 def builtin_lm(device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-               quantize: str | None = None) -> LMModel:
+               quantize: str | None = None, preset_name: str = "tiny") -> LMModel:
     """The built-in LM in the Moshi layout (8 + 8 codebooks, text and audio out): it serves
     dialogue, and ASR / TTS by delays."""
     import torch
@@ -67,7 +72,7 @@ def builtin_lm(device: torch.device | str = "cpu", dtype: torch.dtype | None = N
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BUILTIN_SEED)
-        model = LMModel(preset("tiny"))
+        model = LMModel(preset(preset_name))
     return prepare_for_inference(model.to(device=device, dtype=dtype or torch.float32),
                                  quantize)
 
@@ -138,7 +143,7 @@ class BuiltinTokenizer:
                        for c in text)
 
     def display(self, ids: Iterable[int]) -> str:
-        """As ``decode`` (the name TextTokenizer gives it)."""
+        """As ``decode`` (the name WordEncoder gives it)."""
         return self.decode(ids)
 
     @property

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from services.mimi.service import MimiService
     from services.moshi_lm.config import LMConfig
     from services.moshi_lm.model import LMModel
-    from services.moshi_lm.service import MoshiLMService
     from services.tts.service import TTSService
 
 log = logging.getLogger("moshi-services.wiring")
@@ -85,6 +84,7 @@ class ModelOptions:
     tts_audio_delay: int = DEFAULT_AUDIO_DELAY_FRAMES  # frames; TTS on a Moshi-architecture LM
     voices_dir: str | None = None  # voices of a Kyutai TTS checkpoint
     quantize: str | None = None  # int8 LM weights; see services.moshi_lm.quantize
+    builtin_preset: str = "tiny"  # the built-in models without a checkpoint (BUILTIN_PRESETS)
 
     @property
     def builtin(self) -> bool:
@@ -160,7 +160,8 @@ def load_mimi_model(options: ModelOptions, num_codebooks: int = 8) -> MimiModel:
 
     if options.builtin_mimi:
         builtin.announce("Mimi")
-        return builtin.builtin_mimi(options.device, options.torch_dtype, num_codebooks)
+        return builtin.builtin_mimi(options.device, options.torch_dtype, num_codebooks,
+                                    options.builtin_preset)
     return load_mimi(options.mimi_checkpoint, options.hf_repo, device=options.device,
                      dtype=options.torch_dtype, num_codebooks=num_codebooks)
 
@@ -173,8 +174,10 @@ def load_lm_model(options: ModelOptions) -> tuple[LMModel, str, Tokenizer | None
 
     if options.builtin_lm:
         builtin.announce("Moshi LM")
-        model = builtin.builtin_lm(options.device, options.torch_dtype, options.quantize)
-        return model, builtin.BUILTIN_LM_NAME, builtin.BuiltinTokenizer(model.cfg.text_vocab)
+        model = builtin.builtin_lm(options.device, options.torch_dtype, options.quantize,
+                                   options.builtin_preset)
+        name = builtin.BUILTIN_LM_NAME.replace("tiny", options.builtin_preset)
+        return model, name, builtin.BuiltinTokenizer(model.cfg.text_vocab)
     checkpoint, repo = options.lm_checkpoint, options.hf_repo
     model = load_lm(checkpoint, repo, dtype=options.torch_dtype, device=options.device,
                     quantize=options.quantize)
@@ -212,66 +215,23 @@ def codec_of(cfg: LMConfig, options: ModelOptions, num_codebooks: int) -> MimiMo
 
 # ---- services ----------------------------------------------------------------------------------
 
-def build_mimi_service(options: ModelOptions) -> MimiService:
+def engine_for(options: ModelOptions, lm=None, codec=None, max_delay: int | None = None,
+               **temporal_options):
+    """The one engine of a loaded LM (an LMGenerator) and / or codec: every session of every
+    service on them is stepped in its tick (``services.core.tick``)."""
+    from services.core.tick import speech_engine
+
+    return speech_engine(options.max_sessions, lm, codec, max_delay=max_delay,
+                         idle_timeout=options.idle_timeout, batch_window=options.batch_window,
+                         **temporal_options)
+
+
+def build_stt_service(options: ModelOptions) -> tuple[ASRService, MimiService]:
+    """(ASRService, the Mimi service of its codec), one engine, on a Kyutai STT checkpoint,
+    else on the built-in tiny random STT-layout model."""
+    from services.asr.service import ASRService
     from services.mimi.service import MimiService
-
-    # As many encoding and decoding streams as LM sessions: a dialogue holds one of each, an
-    # ASR session an encoder, a TTS session a decoder.
-    return MimiService.create(load_mimi_model(options), options.max_sessions,
-                              options.idle_timeout, options.batch_window)
-
-
-def build_lm_service(options: ModelOptions, delay_shift: int = 0
-                     ) -> tuple[MoshiLMService, Tokenizer | None]:
-    """(MoshiLMService, the LM's text tokenizer or None). ``delay_shift``: how far past the
-    checkpoint's delays its engine's sessions may go (the ASR / TTS delays)."""
     from services.moshi_lm.generate import LMGenerator
-    from services.moshi_lm.service import MoshiLMService
-
-    model, name, tokenizer = load_lm_model(options)
-    service = MoshiLMService.create(
-        LMGenerator(model), name, options.max_sessions,
-        tokenizer.pieces if tokenizer is not None else None, options.idle_timeout,
-        options.batch_window, max_delay=model.cfg.max_delay + delay_shift)
-    return service, tokenizer
-
-
-def build_speech_services(names: Sequence[str], lm: MoshiLMService, codec: MimiService,
-                          tokenizer: Tokenizer | None, options: ModelOptions
-                          ) -> dict[str, GrpcService]:
-    """ASR and / or TTS sessions on the Moshi-architecture LM's own engine (next to its
-    dialogue sessions), each with its own delay; the user's streams get Mimi's silence."""
-    import numpy as np
-
-    from services.asr.service import ASRService
-    from services.core.constants import FRAME_SIZE
-    from services.core.engine import run_session
-    from services.tts.service import TTSService
-
-    if tokenizer is None:
-        raise OptionsError("ASR and TTS need the LM's text tokenizer (see the warning "
-                           "above); serve without them: --services mimi,lm,dialogue")
-    cfg = lm.cfg
-    silence = run_session(codec.open_encoder(cfg.num_input_codebooks),
-                          [np.zeros(FRAME_SIZE, np.float32)])[0]
-    services: dict[str, GrpcService] = {}
-    if "asr" in names:
-        services["asr"] = ASRService.on_lm_engine(lm.engine, cfg, tokenizer.display, codec,
-                                                  lm.model_name, options.asr_text_delay,
-                                                  silence)
-    if "tts" in names:
-        services["tts"] = TTSService.on_lm_engine(lm.engine, cfg, tokenizer, codec,
-                                                  lm.model_name, options.tts_audio_delay,
-                                                  silence)
-    return services
-
-
-def build_stt_service(options: ModelOptions, codec: MimiService | None = None
-                      ) -> tuple[ASRService, MimiService | None]:
-    """(ASRService, its own Mimi service or None when ``codec`` is given) on a Kyutai STT
-    checkpoint (its own engine), else on the built-in tiny random STT-layout model."""
-    from services.asr.service import ASRService
-    from services.mimi.service import MimiService
     from services.moshi_lm.loader import load_config, load_lm
     from services.moshi_lm.tokenizer import TextTokenizer
 
@@ -288,21 +248,17 @@ def build_stt_service(options: ModelOptions, codec: MimiService | None = None
                         device=options.device, quantize=options.quantize)
         decode = TextTokenizer.for_checkpoint(config, checkpoint, repo).display
         name = str(checkpoint or repo)
-    own_codec = None
-    if codec is None:
-        mimi = codec_of(model.cfg, options, model.cfg.num_input_codebooks)
-        codec = own_codec = MimiService.create(mimi, options.max_sessions, options.idle_timeout)
-    service = ASRService.create(model, decode, codec, name, options.max_sessions,
-                                idle_timeout=options.idle_timeout)
-    return service, own_codec
+    mimi = codec_of(model.cfg, options, model.cfg.num_input_codebooks)
+    engine = engine_for(options, LMGenerator(model), mimi)
+    return ASRService.on_stt(engine, model.cfg, decode, name), MimiService(mimi, engine)
 
 
-def build_tts_service(options: ModelOptions, codec: MimiService | None = None
-                      ) -> tuple[TTSService, MimiService | None]:
-    """(TTSService, its own Mimi service or None when ``codec`` is given) on a Kyutai TTS
-    checkpoint (its own engine; the first voice of ``voices_dir`` is the default), else on
-    the built-in tiny random TTS-layout model."""
+def build_tts_service(options: ModelOptions) -> tuple[TTSService, MimiService]:
+    """(TTSService, the Mimi service of its codec), one engine, on a Kyutai TTS checkpoint
+    (the first voice of ``voices_dir`` is the default), else on the built-in tiny random
+    TTS-layout model."""
     from services.mimi.service import MimiService
+    from services.moshi_lm.generate import LMGenerator
     from services.tts.conditioning import list_voices, load_voice, resolve_voice
     from services.tts.loading import load_tts
     from services.tts.service import TTSService
@@ -317,19 +273,18 @@ def build_tts_service(options: ModelOptions, codec: MimiService | None = None
                           dtype=options.torch_dtype)
         voices = list_voices(voices_dir) if voices_dir else []
         voice = load_voice(resolve_voice(voices_dir, voices[0])) if voices else None
-    own_codec = None
-    if codec is None:
-        mimi = codec_of(bundle.model.cfg, options, bundle.model.cfg.dep_q)
-        codec = own_codec = MimiService.create(mimi, options.max_sessions, options.idle_timeout)
-    service = TTSService.create(bundle, codec, options.max_sessions, voices_dir, voice,
-                                voice_length=None if voice is None else voice.shape[-1],
-                                idle_timeout=options.idle_timeout)
-    return service, own_codec
+    model = bundle.model
+    mimi = codec_of(model.cfg, options, model.cfg.dep_q)
+    length = None if voice is None else voice.shape[-1]
+    engine = engine_for(options, LMGenerator(model), mimi, voice_length=length)
+    service = TTSService.on_tts(engine, model, bundle.tokenizer, bundle.name, length,
+                                voices_dir, voice)
+    return service, MimiService(mimi, engine)
 
 
 def build_checkpoint_speech_service(kind: str, options: ModelOptions) -> list[GrpcService]:
-    """A Kyutai STT / TTS checkpoint's own service (its own engine) and the codec its config
-    names, served as the Mimi service."""
+    """A Kyutai STT / TTS checkpoint's own service and the codec its config names, served as
+    the Mimi service, on one engine."""
     if options.mimi_checkpoint is not None:
         raise OptionsError("--mimi-checkpoint: a Kyutai STT / TTS checkpoint runs with the "
                            "codec its config names")
@@ -341,9 +296,13 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
                    mimi_address: str | None = None, lm_address: str | None = None,
                    token: str | None = None) -> list[GrpcService]:
     """The services ``names`` (None: every one the LM supports, see SUPPORTED) and the
-    in-process ones they run on. The dialogue uses the in-process codec and LM unless given
-    addresses (and then loads no model of its own); ASR and TTS always run on the
-    in-process LM's engine."""
+    in-process ones they run on, every in-process model on one engine. The dialogue uses the
+    in-process codec and LM unless given addresses (and then loads no model of its own); ASR
+    and TTS always run on the in-process LM's engine."""
+    from services.mimi.service import MimiService
+    from services.moshi_lm.generate import LMGenerator
+    from services.moshi_lm.service import MoshiLMService
+
     check_device(options.device)
     kind = lm_kind(options)
     names = SUPPORTED[kind] if names is None else names
@@ -353,19 +312,39 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
     if kind != "moshi":
         return build_checkpoint_speech_service(kind, options)
     speech = [n for n in ("asr", "tts") if n in names]
+    need_mimi = "mimi" in names or speech or ("dialogue" in names and mimi_address is None)
+    need_lm = "lm" in names or speech or ("dialogue" in names and lm_address is None)
+    mimi = load_mimi_model(options) if need_mimi else None
+    lm = tokenizer = None
     services: dict[str, GrpcService] = {}
-    tokenizer = None
-    if "mimi" in names or speech or ("dialogue" in names and mimi_address is None):
-        services["mimi"] = build_mimi_service(options)
-    if "lm" in names or speech or ("dialogue" in names and lm_address is None):
-        shift = max(options.asr_text_delay if "asr" in names else 0,
-                    options.tts_audio_delay if "tts" in names else 0)
-        services["lm"], tokenizer = build_lm_service(options, shift)
+    if need_lm:
+        model, name, tokenizer = load_lm_model(options)
+        lm = LMGenerator(model)
+        if speech and tokenizer is None:
+            raise OptionsError("ASR and TTS need the LM's text tokenizer (see the warning "
+                               "above); serve without them: --services mimi,lm,dialogue")
+    # Sessions bring their own delays: the ring must hold the ASR / TTS ones.
+    shift = max(options.asr_text_delay if "asr" in names else 0,
+                options.tts_audio_delay if "tts" in names else 0)
+    engine = engine_for(options, lm, mimi,
+                        None if lm is None else lm.cfg.max_delay + shift) if mimi or lm else None
+    if mimi is not None:
+        services["mimi"] = MimiService(mimi, engine)
+    if lm is not None:
+        services["lm"] = MoshiLMService(lm, engine, name,
+                                        tokenizer.pieces if tokenizer is not None else None)
     if "dialogue" in names:
         services["dialogue"] = _dialogue(services, mimi_address, lm_address, token)
-    if speech:
-        services.update(build_speech_services(speech, services["lm"], services["mimi"],
-                                              tokenizer, options))
+    if "asr" in names:
+        from services.asr.service import ASRService
+
+        services["asr"] = ASRService.on_moshi(engine, lm.cfg, tokenizer.display, name,
+                                              options.asr_text_delay)
+    if "tts" in names:
+        from services.tts.service import TTSService
+
+        services["tts"] = TTSService.on_moshi(engine, lm.cfg, tokenizer, name,
+                                              options.tts_audio_delay)
     return list(services.values())
 
 
@@ -396,13 +375,16 @@ def set_threads(threads: int | None) -> None:
 
 
 def close_all(services: Sequence[GrpcService]) -> None:
+    """Closes the services and stops the engines they run on (each once)."""
     for service in services:
         service.close()
+    for engine in {id(e): e for s in services for e in s.engines()}.values():
+        engine.stop()
 
 
 __all__ = ["ALL_SERVICES", "DTYPES", "SERVICE_NAMES", "SUPPORTED", "ModelOptions",
-           "OptionsError", "build_checkpoint_speech_service", "build_lm_service",
-           "build_mimi_service", "build_services", "build_speech_services", "build_stt_service",
+           "OptionsError", "build_checkpoint_speech_service", "build_services", "build_stt_service",
            "build_tts_service", "check_device", "checkpoint_kind", "close_all", "codec_of",
-           "lm_kind", "load_lm_model", "load_mimi_model", "service_named", "set_threads",
+           "engine_for", "lm_kind", "load_lm_model", "load_mimi_model", "service_named",
+           "set_threads",
            "text_tokenizer"]

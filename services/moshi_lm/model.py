@@ -171,7 +171,7 @@ class LMModel(nn.Module):
         hidden = self.out_norm(self.transformer(x, state, active))
         extra = None
         if len(self.extra_heads):
-            # The pause heads read the normalised vector the text head reads (docs/architecture.md).
+            # The pause heads read the normalised vector the text head reads (docs §3.4).
             extra = torch.stack([F.softmax(h(hidden).float(), dim=-1) for h in self.extra_heads],
                                 dim=-2)
         return TemporalOutput(hidden, self.text_linear(hidden).float(), extra)

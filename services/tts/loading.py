@@ -14,7 +14,7 @@ from services.core.checkpoint import build_on_meta, load_into, load_state_dict, 
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.loader import load_config, prepare_for_inference
 from services.tts.model import TTSModel
-from services.tts.script import TextTokenizer
+from services.tts.script import WordEncoder
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
 BUILTIN_VOICE_LENGTH = 10  # frames of the built-in model's random voice
@@ -23,11 +23,11 @@ BUILTIN_VOICE_LENGTH = 10  # frames of the built-in model's random voice
 @dataclasses.dataclass
 class TTSBundle:
     model: TTSModel
-    tokenizer: TextTokenizer
+    tokenizer: WordEncoder
     name: str
 
 
-def _sentencepiece(path: Path) -> TextTokenizer:
+def _sentencepiece(path: Path) -> WordEncoder:
     import sentencepiece
 
     return sentencepiece.SentencePieceProcessor(model_file=str(path))

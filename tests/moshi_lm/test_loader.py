@@ -1,5 +1,6 @@
-"""Loading: exact key layout (spec §2.7) on small random checkpoints, Moshi and STT
-(dep_q = 0) layouts, dtypes, clear errors, the int8 path and the tokenizer."""
+"""Loading: exact key layout (docs/architecture.md#lm-checkpoint) on small random
+checkpoints, Moshi and STT (dep_q = 0) layouts, dtypes, clear errors, the int8 path and the
+tokenizer."""
 
 import json
 
@@ -161,8 +162,8 @@ def test_int8_weights_stay_close_to_float(tmp_path):
 
 
 def test_extra_heads_read_the_output_after_out_norm():
-    """STT pause heads: softmax of each head on the normalised temporal transformer output
-    (the vector the text head reads; see test_parity for the reference run)."""
+    """STT semantic-VAD heads: softmax of each head on the temporal transformer output after
+    out_norm (the vector the text head reads); the golden parity is in test_parity.py."""
     model = load_fixture("lm_dev_stt_vad")
     generator = LMGenerator(model)
     state = generator.init_state(1, SamplingSettings.greedy())
