@@ -19,6 +19,7 @@ import click
 from cli.errors import Command
 from cli.mimi_remote import read_input_audio
 from cli.options import client_options, open_channel, run_options
+from cli.progress import LiveStatus
 from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
 
 if TYPE_CHECKING:
@@ -120,12 +121,17 @@ def asr(audio_in, as_json, interim, hf_repo, checkpoint, asr_text_delay, device,
         events = _events_in_process(service_named(owned, "asr"), audio, config)
     else:
         events = _events_remote(open_channel(server, tls, ca_cert), token, audio, config)
+    # On a terminal: how far into the audio the words are, on a status line of stderr.
+    status, total = LiveStatus(), len(audio) / SAMPLE_RATE
     try:
         for event in events:
             if as_json:
-                click.echo(json.dumps(event))
+                status.echo(json.dumps(event))
             elif "word" in event and (event["final"] or interim):
                 end = f"{event['end']:7.2f}" if event["end"] is not None else "      ?"
-                click.echo(f"{event['start']:7.2f} {end} {event['word']}")
+                status.echo(f"{event['start']:7.2f} {end} {event['word']}")
+            if "word" in event:
+                status.update(f"recognised up to {event['start']:.1f} of {total:.1f} s")
     finally:
+        status.close()
         close_all(owned)

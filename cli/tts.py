@@ -23,6 +23,7 @@ import click
 from cli.errors import Command
 from cli.files import STDOUT, check_audio_output
 from cli.options import client_options, open_channel, run_options
+from cli.progress import LiveStatus
 from services.core.validation import DEFAULT_SEED
 from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
 
@@ -105,6 +106,7 @@ def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
         synthesize = lambda burst: _remote(channel, token, config, burst)  # noqa: E731
     to_stdout = output == STDOUT
     audio, offset = [], 0.0  # seconds of audio before the current burst
+    status = LiveStatus()  # on a terminal: seconds of audio so far, on stderr
     try:
         for burst in _bursts(text):
             samples = 0
@@ -118,9 +120,11 @@ def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
                 else:
                     audio.append(pcm)
                 for word, start in words:
-                    click.echo(f"{offset + start:7.2f} {word}", err=to_stdout)
+                    status.echo(f"{offset + start:7.2f} {word}", err=to_stdout)
+                status.update(f"synthesised {offset + samples / SAMPLE_RATE:.1f} s")
             offset += samples / SAMPLE_RATE
     finally:
+        status.close()
         close_all(owned)
     if not to_stdout:
         write_wav(output, np.concatenate(audio) if audio else np.zeros(0, np.float32))

@@ -297,3 +297,19 @@ def test_every_model_command_has_the_run_flags():
     assert "--voices-dir" in run("tts", "--help").output
     assert "--lm-checkpoint" in run("asr", "--help").output
     assert FIXTURES.exists()
+
+
+def test_the_live_status_is_drawn_only_on_a_terminal(capsys):
+    from cli.progress import LiveStatus
+
+    off = LiveStatus(enabled=False)
+    off.update("3.0 s", force=True)
+    off.echo("word")
+    off.close()
+    assert capsys.readouterr() == ("word\n", "")
+    on = LiveStatus(enabled=True)
+    on.update("3.0 s", force=True)
+    on.echo("word")
+    on.close()
+    out, err = capsys.readouterr()
+    assert out == "word\n" and "3.0 s" in err and err.endswith("\r\033[K")
