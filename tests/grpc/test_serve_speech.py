@@ -3,9 +3,12 @@ default Mimi, LM, dialogue, ASR and TTS on one port, the last three sharing one 
 
 import dataclasses
 import json
+import queue
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -227,3 +230,41 @@ def test_64_mixed_sessions_on_one_engine_equal_each_alone():
             assert result[tokens_or_audio] == expected[tokens_or_audio], (k, seed)
             np.testing.assert_allclose(result[1 - tokens_or_audio], expected[1 - tokens_or_audio],
                                        atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["asr", "tts"])
+def test_idle_asr_and_tts_calls_end_with_deadline_exceeded(kind):
+    """A client that sends its config and a little input, then nothing: when the engine
+    frees the idle slot, the call ends with DEADLINE_EXCEEDED (it does not hang open)."""
+    running = start(None, dataclasses.replace(OPTIONS, idle_timeout=0.5))
+    release = threading.Event()
+    try:
+        channel = running[2]
+        if kind == "asr":
+            first = [asr_pb2.StreamingRecognizeRequest(config=asr_pb2.RecognitionConfig(
+                encoding=PCM_F32LE, sample_rate_hertz=24000)),
+                asr_pb2.StreamingRecognizeRequest(audio=SPEECH[:1920 * 5].tobytes())]
+            call = asr_pb2_grpc.SpeechRecognitionStub(channel).StreamingRecognize
+        else:
+            first = [tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(
+                encoding=PCM_F32LE)), tts_pb2.StreamingSynthesizeRequest(text="Hello")]
+            call = tts_pb2_grpc.SpeechSynthesisStub(channel).StreamingSynthesize
+
+        def requests():
+            yield from first
+            release.wait(30)  # then silence, without half-closing
+
+        outcome: queue.Queue = queue.Queue()
+
+        def read():
+            try:
+                list(call(requests(), timeout=30))
+                outcome.put("ended OK")
+            except grpc.RpcError as error:
+                outcome.put(error.code())
+
+        threading.Thread(target=read, daemon=True).start()
+        assert outcome.get(timeout=15) == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        release.set()
+        stop(*running)
