@@ -268,3 +268,26 @@ def test_idle_asr_and_tts_calls_end_with_deadline_exceeded(kind):
     finally:
         release.set()
         stop(*running)
+
+
+def test_streams_that_never_send_a_config_do_not_starve_the_server(default_server):
+    """64 StreamingRecognize calls whose request iterator blocks before its config: health
+    and GetInfo still answer at once (handlers are coroutines, not pool threads)."""
+    release = threading.Event()
+
+    def silent():
+        release.wait(30)
+        return
+        yield  # a generator that sends nothing until released
+
+    stub = asr_pb2_grpc.SpeechRecognitionStub(default_server)
+    calls = [stub.StreamingRecognize(silent(), timeout=30) for _ in range(64)]
+    try:
+        health = health_pb2_grpc.HealthStub(default_server)
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        assert stub.GetInfo(asr_pb2.GetInfoRequest(), timeout=1).model
+    finally:
+        release.set()
+        for call in calls:
+            call.cancel()
