@@ -186,6 +186,21 @@ class Server:
         return stopped
 
 
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The server's event loop until ``Server.stop``; then what is left of its calls is
+    cancelled and the loop closed, so nothing of them outlives the server."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
 def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
                   options: ServerOptions | None = None,
                   warm_up: bool = True) -> tuple[Server, int]:
@@ -198,7 +213,7 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
     options = options or ServerOptions()
     engines = [e for s in services for e in s.engines()]
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
+    thread = threading.Thread(target=_run_loop, args=(loop,), name="grpc-aio", daemon=True)
     thread.start()
 
     async def build() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
