@@ -47,11 +47,13 @@ from pathlib import Path
 
 import torch
 
+from bench.roofline import Roofline, measure
 from services.core.checkpoint import build_on_meta, save_state_dict
 from services.moshi_lm.config import LMConfig, preset
-from services.moshi_lm.generate import LMGenerator, SamplingSettings
+from services.moshi_lm.generate import LMGenerator, LMState, SamplingSettings
 from services.moshi_lm.loader import load_lm, prepare_for_inference
-from services.moshi_lm.model import LMModel
+from services.moshi_lm.model import LMModel, LowRankEmbedding, TokenEmbedding
+from services.moshi_lm.quantize import DynamicInt8Weight, Int8Weight, PackedWeight
 
 SHAPES = {
     "small": (dataclasses.replace(
@@ -79,8 +81,35 @@ def random_model(cfg: LMConfig, dtype: torch.dtype, quantize: str | None = None,
     return prepare_for_inference(model, quantize, pack)
 
 
+def step_gbytes(model: LMModel, state: LMState) -> float:
+    """GB a step reads: every weight except the embedding tables (a step reads one row of
+    each), in its stored format, plus the whole KV ring of every session (the attention reads
+    all of it, masked; a long session fills it)."""
+    tables = {id(m.weight) for m in model.modules()
+              if isinstance(m, (TokenEmbedding, LowRankEmbedding))}
+    total = 0
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if id(t) in tables or name.startswith("_"):  # _audio_table: the fused embeddings
+            continue
+        if isinstance(t, (DynamicInt8Weight, Int8Weight)):
+            total += t.numel()
+        elif isinstance(t, PackedWeight):
+            total += t.numel() * 2
+        else:
+            total += t.numel() * t.element_size()
+    ring = state.transformer
+    total += 2 * ring.keys.numel() * ring.keys.element_size()
+    return total / 1e9
+
+
+def step_gflop(model: LMModel, batch: int) -> float:
+    """2 x weight elements x batch: the matmuls' work (attention over the ring is small)."""
+    return 2 * batch * sum(t.numel() for t in model.parameters()) / 1e9
+
+
 def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: list[int],
-               steps: int) -> dict[int, float]:
+               steps: int) -> dict[int, tuple[float, float, float]]:
+    """{batch: (ms per step, GB read per step, GFLOP per step)}."""
     dtype, quantize = MODES[mode]
     generator = LMGenerator(random_model(cfg, dtype, quantize))
     times = {}
@@ -93,7 +122,8 @@ def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: li
             generator.step(state, codes)
             if i >= WARMUP:
                 samples.append(time.perf_counter() - start)
-        times[batch] = 1000 * statistics.median(samples)
+        times[batch] = (1000 * statistics.median(samples), step_gbytes(generator.model, state),
+                        step_gflop(generator.model, batch))
     return times
 
 
@@ -151,7 +181,7 @@ def main() -> None:
         _load_only(*args.load_only)
         return
     if not args.no_speed:
-        speed_table(args)
+        speed_table(args, measure())
     if not args.no_memory:
         print("\npeak memory of loading (checkpoint stored bf16)")
         for shape in args.shapes:
@@ -161,15 +191,19 @@ def main() -> None:
                       f"{peak:6.2f} GB", flush=True)
 
 
-def speed_table(args: argparse.Namespace) -> None:
-    print(f"ms per streaming step, {args.threads} threads (median of {args.steps})")
-    print(f"{'shape':8} {'mode':11} " + " ".join(f"{f'B={b}':>9}" for b in args.batches))
+def speed_table(args: argparse.Namespace, roof: Roofline) -> None:
+    print(roof.describe())
+    print(f"ms per streaming step, {args.threads} threads (median of {args.steps}); per batch: "
+          "ms, GB/s of weights + KV ring read, fraction of the roofline limit")
+    print(f"{'shape':8} {'mode':11} " + " ".join(f"{f'B={b}':>24}" for b in args.batches))
     for shape in args.shapes:
         cfg, settings = SHAPES[shape]
         for mode in args.modes:
             times = time_steps(cfg, settings, mode, args.batches, args.steps)
-            print(f"{shape:8} {mode:11} " + " ".join(f"{times[b]:9.1f}" for b in args.batches),
-                  flush=True)
+            dtype = torch.float32 if mode == "float32" else torch.bfloat16
+            cells = [f"{ms:7.1f} {roof.row(ms, gb, gf, dtype)}"
+                     for ms, gb, gf in (times[b] for b in args.batches)]
+            print(f"{shape:8} {mode:11} " + " ".join(f"{c:>24}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":
