@@ -16,17 +16,17 @@ bf16 activations).
 Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
 median resists other jobs' bursts). On a CPU shared with other jobs, two OpenMP threads that
 spin-wait for each other lose badly (5-10x here); run with OMP_WAIT_POLICY=PASSIVE there, or
-compare with --threads 1. The step is memory-bound at small batch: the STT-1B step reads its
-whole weights (3.4 GB fp32, 1.7 GB bf16, 0.84 GB int8) plus the KV ring (context 750).
+compare with --threads 1.
 
-Measured on the 2-core dev VM when it was quiet (2 threads, ms per step; B=1 / B=4 / B=16;
-runs vary by about 10%):
-    small   float32  15 / 23 / 53    bfloat16 16 / 21 / 41    int8 15 / 20 / 40
-    stt_1b  float32  186 / 400 / 871 bfloat16 98-118 / 140-151 / 352
-            int8     56-59 / 94-112 / 234    int8-weight 112 / 151 / 487
-(Kyutai's implementation on the same machine: small 36 / 47 fp32; stt_1b 241 fp32, 170 bf16
-at B=1, 634 / 323 at B=4.) The machine reads about 21 GB/s with 2 threads, so the fp32 1B step
-(3.4 GB of weights + 0.2 GB of KV ring) cannot go much below 170 ms.
+Roofline: the machine's read bandwidth and GEMM peak are measured at start (bench/roofline.py);
+each cell gives ms, the GB/s of weights and KV ring read per step (the embedding tables are
+not counted: a step reads one row of each) and the fraction of the limit
+max(bytes / bandwidth, flops / peak). At small batch the step is bound by bandwidth, so B=4
+should cost little more than B=1 except for its larger KV ring. The README's "Speed" section
+has the dated tables; times drift by up to 2x between days, the fractions much less.
+
+``--stt-streams 1 2 4`` adds Mimi encode_step + STT-1B int8 step per 80 ms frame at that many
+streams (``stt_frame_times`` takes the model objects, so it measures loaded models as well).
 
 Memory: a checkpoint of the shape is written (bf16, as Kyutai ships them) and loaded in a
 fresh process; the table gives the process's peak RSS growth during load_lm (peak RSS minus
@@ -49,6 +49,9 @@ import torch
 
 from bench.roofline import Roofline, measure
 from services.core.checkpoint import build_on_meta, save_state_dict
+from services.core.constants import FRAME_MS
+from services.mimi import build_random_mimi
+from services.mimi.model import MimiModel
 from services.moshi_lm.config import LMConfig, preset
 from services.moshi_lm.generate import LMGenerator, LMState, SamplingSettings
 from services.moshi_lm.loader import load_lm, prepare_for_inference
@@ -127,6 +130,41 @@ def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: li
     return times
 
 
+def stt_frame_times(mimi: MimiModel, generator: LMGenerator, streams: int, frames: int,
+                    settings: SamplingSettings | None = None,
+                    warmup: int = WARMUP) -> list[float]:
+    """ms per 80 ms frame of the ASR work in process, for ``streams`` sessions batched:
+    Mimi ``encode_step`` of one frame, then one LM ``step`` on its codes. Takes the model
+    objects, so any Mimi / LM (loaded, random, quantized) can be measured; the real-time factor
+    is ``time / FRAME_MS``."""
+    codebooks = generator.model.cfg.num_input_codebooks
+    encoder = mimi.init_encoder_state(streams)
+    state = generator.init_state(streams, settings or SamplingSettings.greedy())
+    pcm = 0.1 * torch.randn(streams, 1, mimi.frame_size * (warmup + frames),
+                            generator=torch.Generator().manual_seed(0))
+    samples = []
+    with torch.inference_mode():
+        for i, frame in enumerate(pcm.to(mimi.device).split(mimi.frame_size, dim=-1)):
+            start = time.perf_counter()
+            codes = mimi.encode_step(frame, encoder, num_codebooks=codebooks)
+            generator.step(state, codes[:, :, 0])
+            if i >= warmup:
+                samples.append(1e3 * (time.perf_counter() - start))
+    return samples
+
+
+def stt_frame_table(streams: list[int], frames: int) -> None:
+    """Real-time factor of Mimi encoder + STT-1B int8 LM step at each number of streams."""
+    cfg, settings = SHAPES["stt_1b"]
+    mimi = build_random_mimi("mimi_202407", seed=0, num_codebooks=cfg.num_input_codebooks)
+    generator = LMGenerator(random_model(cfg, torch.bfloat16, "int8"))
+    print(f"\nMimi encode_step + STT-1B int8 step per {FRAME_MS} ms frame (median of {frames})")
+    for n in streams:
+        ms = statistics.median(stt_frame_times(mimi, generator, n, frames, settings))
+        print(f"streams {n:2}: {ms:7.1f} ms per frame, real-time factor {ms / FRAME_MS:5.2f}",
+              flush=True)
+
+
 def loading_memory(cfg: LMConfig, dtype: str) -> tuple[float, float]:
     """(checkpoint size, peak RSS growth while loading) in GB, in a fresh process."""
     with tempfile.TemporaryDirectory() as folder:
@@ -174,6 +212,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--stt-streams", nargs="*", type=int, default=[],
+                        help="also time Mimi encoder + STT-1B int8 per frame at these streams")
     parser.add_argument("--load-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,6 +222,8 @@ def main() -> None:
         return
     if not args.no_speed:
         speed_table(args, measure())
+    if args.stt_streams:
+        stt_frame_table(args.stt_streams, args.steps)
     if not args.no_memory:
         print("\npeak memory of loading (checkpoint stored bf16)")
         for shape in args.shapes:

@@ -21,7 +21,7 @@ from torch import nn
 
 @dataclasses.dataclass(frozen=True)
 class Roofline:
-    read_gbps: float  # GB/s, a plain read (sum) of a tensor much larger than the caches
+    read_gbps: float  # GB/s, a plain read of a tensor much larger than the caches
     gemm_gflops: dict[torch.dtype, float]  # GFLOP/s of a large square matmul, per dtype
 
     def limit_ms(self, gbytes: float, gflop: float = 0.0,
@@ -54,9 +54,13 @@ def _best_seconds(fn, repeats: int) -> float:
 
 
 def read_bandwidth(gbytes: float = 1.0, repeats: int = 5) -> float:
-    """GB/s of summing a float32 tensor of ``gbytes`` (far larger than any cache)."""
-    x = torch.ones(int(gbytes * 1e9) // 4)
-    return x.numel() * 4 / 1e9 / _best_seconds(x.sum, repeats)
+    """GB/s of reading a float32 tensor of ``gbytes`` (far larger than any cache): the best of
+    a plain sum and a matrix-vector product over it (on some days and CPUs one of the two
+    kernels does not reach the memory's speed; the faster one is the closer bound)."""
+    x = torch.ones(int(gbytes * 1e9) // 4 // 4096 * 4096)
+    matrix, vector = x.view(-1, 4096), torch.ones(4096)
+    seconds = min(_best_seconds(x.sum, repeats), _best_seconds(lambda: matrix @ vector, repeats))
+    return x.numel() * 4 / 1e9 / seconds
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
