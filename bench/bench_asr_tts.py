@@ -23,13 +23,12 @@ import time
 import numpy as np
 import torch
 
-from cli.asr import build_asr_service
-from cli.tts import build_tts_service
 from services.asr import asr_pb2, asr_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE
 from services.core.constants import FRAME_SIZE, SAMPLE_RATE
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.tts import tts_pb2, tts_pb2_grpc
+from services.wiring import ModelOptions, build_stt_service, build_tts_service
 
 SENTENCE = ("The quick brown fox jumps over the lazy dog, then it runs back home "
             "before the evening rain starts.")
@@ -98,11 +97,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sessions = max(args.n)
-    asr, asr_codec = build_asr_service(None, None, max_sessions=sessions)
-    tts, tts_codec = build_tts_service(None, None, max_sessions=sessions)
+    asr, asr_codec = build_stt_service(ModelOptions(max_sessions=sessions))
+    tts, tts_codec = build_tts_service(ModelOptions(max_sessions=sessions))
     services = [asr_codec, asr, tts_codec, tts]
-    server, port = create_server(services, "127.0.0.1:0",
-                                 ServerOptions(spare_workers=2 * sessions))
+    server, port = create_server(services, "127.0.0.1:0", ServerOptions())
     channel = create_channel(f"127.0.0.1:{port}")
     asr_stub = asr_pb2_grpc.SpeechRecognitionStub(channel)
     tts_stub = tts_pb2_grpc.SpeechSynthesisStub(channel)

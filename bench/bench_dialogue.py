@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cli.serve import ModelOptions, build_services
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.constants import FRAME_MS, SAMPLE_RATE
 from services.core.grpc_server import create_channel
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.dialogue.client import Conversation, converse, remote_dialogue
+from services.wiring import ModelOptions, build_services
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import queue
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
-from cli.serve import ModelOptions, build_services, model_options
-from services.core.audio import read_audio, write_wav
-from services.core.common_pb2 import SamplingParams
-from services.core.constants import FRAME_SIZE, SAMPLE_RATE
-from services.core.grpc_client import bearer_metadata
-from services.core.grpc_server import create_channel
-from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
-from services.dialogue.client import Conversation, converse, remote_dialogue
+from cli.options import client_options, model_options, open_channel
+from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
+
+if TYPE_CHECKING:
+    from services.dialogue.client import Conversation
 
 HEADPHONES = ("Use headphones: Moshi hears everything the microphone picks up, its own voice "
               "from the speakers included.")
@@ -32,12 +30,15 @@ HEADPHONES = ("Use headphones: Moshi hears everything the microphone picks up, i
 
 def _open_session(server, token, tls, ca_cert, options: ModelOptions, config):
     """(session factory, model delay): a remote Converse call, or the in-process pipeline."""
+    from services.core.grpc_client import bearer_metadata
+    from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
+    from services.dialogue.client import remote_dialogue
+
     if server is None:
         services = build_services(["dialogue"], options)
-        dialogue = services[-1]
+        dialogue = service_named(services, "dialogue")
         return (lambda: dialogue.open(config)), dialogue.lm.info().max_delay, services
-    root = Path(ca_cert).read_bytes() if ca_cert else None
-    stub = dialogue_pb2_grpc.DialogueStub(create_channel(server, root, tls=tls))
+    stub = dialogue_pb2_grpc.DialogueStub(open_channel(server, tls, ca_cert))
     metadata = bearer_metadata(token)
     delay = stub.GetInfo(dialogue_pb2.GetInfoRequest(), metadata=metadata).model_delay_frames
     return (lambda: remote_dialogue(stub, config, metadata)), delay, []
@@ -49,36 +50,37 @@ def _open_session(server, token, tls, ca_cert, options: ModelOptions, config):
               show_default=True, help="Moshi's reply (24 kHz wav).")
 @click.option("--transcript", type=click.Path(dir_okay=False),
               help="Text with times (default: OUTPUT with .txt).")
-@click.option("--server", help="Dialogue service address; omitted: models in this process.")
 @click.option("--fast", is_flag=True, help="Send the audio as fast as the server takes it "
               "instead of in real time.")
 @click.option("--mic", is_flag=True, help="Talk through the microphone and hear Moshi "
               "(needs the sounddevice package); Ctrl-C ends.")
-@click.option("--seed", type=int, help="Seed of Moshi's sampling (default: random).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
+              help="Seed of Moshi's sampling (default 0: the same input gives the same "
+              "reply).")
 @click.option("--temperature", type=float, help="Audio sampling temperature (0: greedy).")
 @click.option("--text-temperature", type=float, help="Text sampling temperature (0: greedy).")
-@click.option("--token", envvar="MOSHI_SERVICES_TOKEN", help="Bearer token of the server.")
-@click.option("--tls", is_flag=True, help="Connect with TLS (system roots).")
-@click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False),
-              help="PEM root certificate for TLS (implies --tls).")
+@client_options
 @model_options
-def dialogue(audio_in, output, transcript, server, fast, mic, seed, temperature,
-             text_temperature, token, tls, ca_cert, hf_repo, mimi_checkpoint, lm_checkpoint,
-             device, dtype, threads) -> None:
+def dialogue(audio_in, output, transcript, fast, mic, seed, temperature, text_temperature,
+             server, token, tls, ca_cert, hf_repo, mimi_checkpoint, lm_checkpoint, device,
+             dtype, threads, quantize) -> None:
     """Stream AUDIO_IN (any format and rate) to Moshi; write its reply and transcript."""
     if (audio_in is None) == (not mic):
         raise click.UsageError("give an input audio file, or --mic")
     sounddevice = _sounddevice() if mic else None
-    if threads:
-        import torch
+    from services.core.audio import read_audio
+    from services.core.common_pb2 import SamplingParams
+    from services.dialogue import dialogue_pb2
+    from services.dialogue.client import converse
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
     config = dialogue_pb2.DialogueConfig(
         text_sampling=SamplingParams(**_temperature(text_temperature)),
         audio_sampling=SamplingParams(**_temperature(temperature)),
         **({} if seed is None else {"seed": seed}))
-    options = ModelOptions(hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
-                           max_sessions=1)
+    options = ModelOptions(hf_repo=hf_repo, mimi_checkpoint=mimi_checkpoint,
+                           lm_checkpoint=lm_checkpoint, device=device, dtype=dtype,
+                           quantize=quantize, max_sessions=1)
     open_session, delay, services = _open_session(server, token, tls, ca_cert, options,
                                                   config)
     try:
@@ -92,8 +94,7 @@ def dialogue(audio_in, output, transcript, server, fast, mic, seed, temperature,
         _write(conversation, Path(output),
                Path(transcript) if transcript else Path(output).with_suffix(".txt"))
     finally:
-        for service in services:
-            service.close()
+        close_all(services)
 
 
 def _temperature(value: float | None) -> dict:
@@ -101,6 +102,8 @@ def _temperature(value: float | None) -> dict:
 
 
 def _write(conversation: Conversation, output: Path, transcript: Path) -> None:
+    from services.core.audio import write_wav
+
     write_wav(output, conversation.audio)
     transcript.write_text("".join(f"{t:8.2f}\t{text}\n" for t, text
                                   in conversation.transcript()), encoding="utf-8")
@@ -123,6 +126,8 @@ def _sounddevice():
 
 def _talk(session, sounddevice) -> None:
     """Microphone -> Moshi -> speakers until Ctrl-C."""
+    from services.core.constants import FRAME_SIZE, SAMPLE_RATE
+
     click.echo(HEADPHONES, err=True)
     playback: queue.Queue = queue.Queue()
 

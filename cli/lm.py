@@ -15,26 +15,20 @@ Without --checkpoint / --hf-repo a small built-in random LM is used (output not 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import click
-import torch
-from safetensors.torch import save_file
 
-from services.core.checkpoint import CheckpointError
-from services.core.constants import FRAME_RATE, FRAME_SIZE, SAMPLE_RATE
-from services.mimi.codes_file import CODES_KEY, CodesFileError, load_codes
-from services.moshi_lm.config import preset
-from services.moshi_lm.generate import LMGenerator, SamplingSettings
-from services.moshi_lm.loader import load_lm, prepare_for_inference
-from services.moshi_lm.model import LMModel
-from services.moshi_lm.quantize import QUANTIZE_MODES
-from services.moshi_lm.tokenizer import TextTokenizer
+from cli.options import run_options
+from services.core.validation import DEFAULT_SEED
+from services.wiring import ModelOptions, load_lm_model, set_threads
+
+if TYPE_CHECKING:
+    import torch
+
+    from services.moshi_lm.generate import LMGenerator, SamplingSettings
 
 TEXT_KEY = "text"
-BUILTIN_PRESET, BUILTIN_SEED = "tiny", 0
-RANDOM_WARNING = ("warning: no --checkpoint or --hf-repo given: using a small built-in randomly "
-                  "initialised LM; its output is not meaningful")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @click.group()
@@ -43,7 +37,7 @@ def lm() -> None:
 
 
 @lm.command()
-@click.option("--checkpoint", type=click.Path(exists=True),
+@click.option("--checkpoint", "--lm-checkpoint", "checkpoint", type=click.Path(exists=True),
               help="Folder with config.json and model.safetensors (Kyutai's layout).")
 @click.option("--hf-repo", metavar="REPO",
               help="Hugging Face repository, e.g. kyutai/moshiko-pytorch-bf16.")
@@ -54,7 +48,7 @@ def lm() -> None:
               type=click.Path(dir_okay=False), help="Where to write text and codes.")
 @click.option("--greedy", is_flag=True, help="Argmax everywhere (no sampling).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
-              help="Sampling seed (default 0).")
+              help=f"Sampling seed (default {DEFAULT_SEED}).")
 @click.option("--temperature", type=click.FloatRange(0), default=None,
               help="Audio temperature (default: the checkpoint's, else 0.8).")
 @click.option("--top-k", type=click.IntRange(0), default=None,
@@ -65,24 +59,30 @@ def lm() -> None:
               help="Text top-k, 0 = none (default: the checkpoint's, else 25).")
 @click.option("--steps", type=click.IntRange(1), default=None,
               help="Steps to run (default: one per user frame).")
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
-              help="Compute dtype, whatever the stored dtype.")
-@click.option("--quantize", type=click.Choice(QUANTIZE_MODES), default=None,
-              help="CPU: int8 weights for the temporal transformer; int8 = dynamic int8 "
-                   "kernels (fastest), int8-weight = bf16 activations (closer to float).")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@run_options
 def generate(checkpoint: str | None, hf_repo: str | None, user_codes: str, output: str,
              greedy: bool, seed: int | None, temperature: float | None, top_k: int | None,
              text_temperature: float | None, text_top_k: int | None, steps: int | None,
-             dtype: str, quantize: str | None, device: str) -> None:
+             device: str, dtype: str, threads: int | None, quantize: str | None) -> None:
     """Generate Moshi's side (text and audio codes) for the user's codes."""
     if greedy and seed is not None:
         raise click.UsageError("--greedy and --seed exclude each other")
+    from services.builtin import BUILTIN_MIMI_NAME
+    from services.core.checkpoint import CheckpointError
+    from services.mimi.codes_file import CodesFileError, load_codes
+    from services.moshi_lm.generate import LMGenerator
+
     try:
         codes = load_codes(user_codes).codes
     except CodesFileError as e:
         raise click.ClickException(str(e)) from e
-    model = _model(checkpoint, hf_repo, DTYPES[dtype], device, quantize)
+    set_threads(threads)
+    options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
+                           dtype=dtype, quantize=quantize)
+    try:
+        model, _, tokenizer = load_lm_model(options)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
     cfg = model.cfg
     if codes.shape[0] < cfg.num_input_codebooks:
         raise click.ClickException(f"{user_codes} has {codes.shape[0]} codebooks, the model "
@@ -95,40 +95,32 @@ def generate(checkpoint: str | None, hf_repo: str | None, user_codes: str, outpu
     settings = _settings(cfg.lm_gen_config, greedy, seed, temperature, top_k, text_temperature,
                          text_top_k)
     text, audio = _run(LMGenerator(model), codes[:, :steps].to(device), settings)
-    _save(output, text, audio, cfg.mimi_name)
+    # The codec the reply's codes are meant for: the built-in LM speaks the built-in Mimi.
+    _save(output, text, audio, BUILTIN_MIMI_NAME if options.builtin_lm else cfg.mimi_name)
     click.echo(f"{user_codes}: {steps} steps -> {text.numel()} frames -> {output}", err=True)
-    tokenizer = _tokenizer(model, checkpoint, hf_repo)
     if tokenizer is not None:
         click.echo(f"text: {tokenizer.display(text.tolist()).strip()}", err=True)
-
-
-def _model(checkpoint: str | None, hf_repo: str | None, dtype: torch.dtype, device: str,
-           quantize: str | None) -> LMModel:
-    try:
-        if checkpoint is None and hf_repo is None:
-            click.echo(RANDOM_WARNING, err=True)
-            torch.manual_seed(BUILTIN_SEED)
-            model = LMModel(preset(BUILTIN_PRESET)).to(device=device, dtype=dtype)
-            return prepare_for_inference(model, quantize)
-        return load_lm(checkpoint, hf_repo, dtype=dtype, device=device, quantize=quantize)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
 
 
 def _settings(config: dict, greedy: bool, seed: int | None, temperature: float | None,
               top_k: int | None, text_temperature: float | None, text_top_k: int | None
               ) -> SamplingSettings:
+    from services.moshi_lm.generate import SamplingSettings
+
     if greedy:
         return SamplingSettings.greedy()
     given = {"audio_temperature": temperature, "audio_top_k": top_k,
              "text_temperature": text_temperature, "text_top_k": text_top_k}
-    return dataclasses.replace(SamplingSettings.from_lm_gen_config(config, seed=seed or 0),
+    seed = DEFAULT_SEED if seed is None else seed
+    return dataclasses.replace(SamplingSettings.from_lm_gen_config(config, seed=seed),
                                **{k: v for k, v in given.items() if v is not None})
 
 
 def _run(generator: LMGenerator, codes: torch.Tensor, settings: SamplingSettings
          ) -> tuple[torch.Tensor, torch.Tensor]:
     """One session over the user frames: the valid frames' text [T'] and audio [dep_q, T']."""
+    import torch
+
     state = generator.init_state(1, settings)
     frames = []
     for t in range(codes.shape[1]):
@@ -142,6 +134,12 @@ def _run(generator: LMGenerator, codes: torch.Tensor, settings: SamplingSettings
 
 def _save(path: str, text: torch.Tensor, audio: torch.Tensor, mimi_name: str) -> None:
     """``text`` always; ``codes`` with the codes-file metadata when there is audio."""
+    import torch
+    from safetensors.torch import save_file
+
+    from services.core.constants import FRAME_RATE, FRAME_SIZE, SAMPLE_RATE
+    from services.mimi.codes_file import CODES_KEY
+
     tensors = {TEXT_KEY: text.to(torch.int32).contiguous()}
     metadata = {"sample_rate": str(SAMPLE_RATE), "frame_rate": str(FRAME_RATE),
                 "num_codebooks": str(audio.shape[0]), "num_samples": str(text.numel() * FRAME_SIZE),
@@ -149,16 +147,3 @@ def _save(path: str, text: torch.Tensor, audio: torch.Tensor, mimi_name: str) ->
     if audio.shape[0]:
         tensors[CODES_KEY] = audio.to(torch.int16).contiguous()
     save_file(tensors, path, metadata=metadata)
-
-
-def _tokenizer(model: LMModel, checkpoint: str | None, hf_repo: str | None
-               ) -> TextTokenizer | None:
-    """The checkpoint's tokenizer, if it ships one that fits."""
-    if checkpoint is None and hf_repo is None:
-        return None
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return TextTokenizer.for_checkpoint(model.cfg, checkpoint, hf_repo)
-    except (FileNotFoundError, CheckpointError, EntryNotFoundError):
-        return None

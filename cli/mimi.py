@@ -13,37 +13,31 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
-from cli.mimi_remote import remote_decode, remote_encode, server_options
-from services.core.audio import read_audio, write_wav
-from services.core.checkpoint import CheckpointError
-from services.mimi import MimiModel, build_random_mimi, load_mimi
-from services.mimi.codes_file import CodesFileError, load_codes, save_codes
+from cli.mimi_remote import remote_decode, remote_encode
+from cli.options import client_options, open_channel, run_options
+from services.wiring import ModelOptions, load_mimi_model, set_threads
+
+if TYPE_CHECKING:
+    from services.mimi import MimiModel
 
 PROGRESS_FRAMES = 125  # 10 s per piece
-BUILTIN_SEED = 0
-RANDOM_WARNING = ("warning: no --checkpoint or --hf-repo given: using the built-in randomly "
-                  "initialised Mimi; its codes and audio are not meaningful")
 
 
 def model_options(command: Callable) -> Callable:
-    """Where the model comes from, shared by both commands."""
-    options = [
-        click.option("--checkpoint", type=click.Path(exists=True),
-                     help="Mimi safetensors file, or a folder holding Kyutai's file."),
-        click.option("--hf-repo", metavar="REPO",
-                     help="Hugging Face repository with Kyutai's Mimi file, e.g. "
-                          "kyutai/moshiko-pytorch-bf16 (uses the HF cache; HF_HUB_OFFLINE=1 "
-                          "works)."),
-        click.option("--device", default="cpu", show_default=True,
-                     help="torch device, e.g. cpu or cuda."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    """Where the model comes from and how it runs, shared by both commands."""
+    command = run_options(command, lm=False)
+    command = click.option(
+        "--hf-repo", metavar="REPO",
+        help="Hugging Face repository with Kyutai's Mimi file, e.g. "
+             "kyutai/moshiko-pytorch-bf16 (uses the HF cache; HF_HUB_OFFLINE=1 works)."
+    )(command)
+    return click.option(
+        "--checkpoint", "--mimi-checkpoint", "checkpoint", type=click.Path(exists=True),
+        help="Mimi safetensors file, or a folder holding Kyutai's file.")(command)
 
 
 @click.group()
@@ -51,12 +45,15 @@ def mimi() -> None:
     """Mimi codec: 24 kHz audio <-> 12.5 Hz frames of codes."""
 
 
-def _model(checkpoint: str | None, hf_repo: str | None, device: str) -> MimiModel:
+def _model(checkpoint: str | None, hf_repo: str | None, device: str, dtype: str,
+           threads: int | None) -> MimiModel:
+    from services.core.checkpoint import CheckpointError
+
+    set_threads(threads)
+    options = ModelOptions(hf_repo=hf_repo, mimi_checkpoint=checkpoint, device=device,
+                           dtype=dtype)
     try:
-        if checkpoint is None and hf_repo is None:
-            click.echo(RANDOM_WARNING, err=True)
-            return build_random_mimi(seed=BUILTIN_SEED, device=device)
-        return load_mimi(checkpoint, hf_repo, device=device)
+        return load_mimi_model(options)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
 
@@ -76,14 +73,20 @@ def _with_progress(pieces: list, label: str) -> Iterator:
 @click.option("--num-codebooks", "-k", type=click.IntRange(1, 32), default=8, show_default=True,
               help="Codebooks per frame (quality vs size; Moshi uses 8, STT/TTS 32).")
 @model_options
-@server_options
-@torch.inference_mode()
+@client_options
 def encode(input_path: str, output_path: str, num_codebooks: int, checkpoint: str | None,
-           hf_repo: str | None, device: str, server: str | None, token: str | None) -> None:
+           hf_repo: str | None, device: str, dtype: str, threads: int | None,
+           server: str | None, token: str | None, tls: bool, ca_cert: str | None) -> None:
     """Encode an audio file (any format and rate; stereo is mixed to mono) to a codes file."""
+    import torch
+
+    from services.core.audio import read_audio
+    from services.mimi.codes_file import save_codes
+
     if server is not None:
-        return remote_encode(input_path, output_path, num_codebooks, server, token)
-    model = _model(checkpoint, hf_repo, device)
+        return remote_encode(input_path, output_path, num_codebooks, server,
+                             open_channel(server, tls, ca_cert), token)
+    model = _model(checkpoint, hf_repo, device, dtype, threads)
     if num_codebooks > model.cfg.max_codebooks:
         raise click.BadParameter(f"this model has {model.cfg.max_codebooks} codebooks",
                                  param_hint="--num-codebooks")
@@ -96,8 +99,10 @@ def encode(input_path: str, output_path: str, num_codebooks: int, checkpoint: st
     state = model.init_encoder_state(1, max_frames=PROGRESS_FRAMES)
     pieces = list(wav.split(PROGRESS_FRAMES * model.frame_size, dim=-1)) if wav.numel() else []
     codes = torch.zeros(1, num_codebooks, 0, dtype=torch.long)
-    codes = torch.cat([codes] + [model.encode_step(p, state, num_codebooks=num_codebooks).cpu()
-                                 for p in _with_progress(pieces, "encoding")], dim=-1)[0]
+    with torch.inference_mode():
+        codes = torch.cat([codes] + [
+            model.encode_step(p, state, num_codebooks=num_codebooks).cpu()
+            for p in _with_progress(pieces, "encoding")], dim=-1)[0]
     save_codes(output_path, codes, num_samples=len(audio), model=model.name,
                sample_rate=model.sample_rate, frame_rate=model.cfg.frame_rate)
     click.echo(f"{input_path}: {len(audio) / model.sample_rate:.2f} s -> {codes.shape[1]} "
@@ -109,18 +114,24 @@ def encode(input_path: str, output_path: str, num_codebooks: int, checkpoint: st
                 type=click.Path(exists=True, dir_okay=False))
 @click.argument("output_path", metavar="OUT.wav", type=click.Path(dir_okay=False))
 @model_options
-@server_options
-@torch.inference_mode()
+@client_options
 def decode(input_path: str, output_path: str, checkpoint: str | None, hf_repo: str | None,
-           device: str, server: str | None, token: str | None) -> None:
+           device: str, dtype: str, threads: int | None, server: str | None,
+           token: str | None, tls: bool, ca_cert: str | None) -> None:
     """Decode a codes file to a 24 kHz wav of the original length."""
+    import torch
+
+    from services.core.audio import write_wav
+    from services.mimi.codes_file import CodesFileError, load_codes
+
     if server is not None:
-        return remote_decode(input_path, output_path, server, token)
+        return remote_decode(input_path, output_path, server,
+                             open_channel(server, tls, ca_cert), token)
     try:
         codes_file = load_codes(input_path)
     except CodesFileError as e:
         raise click.ClickException(str(e)) from e
-    model = _model(checkpoint, hf_repo, device)
+    model = _model(checkpoint, hf_repo, device, dtype, threads)
     if codes_file.num_codebooks > model.cfg.max_codebooks:
         raise click.ClickException(f"{input_path} has {codes_file.num_codebooks} codebooks, "
                                    f"the model {model.cfg.max_codebooks}")
@@ -133,8 +144,9 @@ def decode(input_path: str, output_path: str, checkpoint: str | None, hf_repo: s
     codes = codes_file.codes.to(device)[None]
     state = model.init_decoder_state(1, max_frames=PROGRESS_FRAMES)
     pieces = list(codes.split(PROGRESS_FRAMES, dim=-1)) if codes.numel() else []
-    audio = torch.cat([torch.zeros(0)] + [model.decode_step(p, state)[0, 0].float().cpu()
-                                          for p in _with_progress(pieces, "decoding")])
+    with torch.inference_mode():
+        audio = torch.cat([torch.zeros(0)] + [model.decode_step(p, state)[0, 0].float().cpu()
+                                              for p in _with_progress(pieces, "decoding")])
     write_wav(output_path, audio[: codes_file.num_samples].numpy(), model.sample_rate)
     click.echo(f"{input_path}: {codes_file.num_frames} frames -> "
                f"{codes_file.num_samples / model.sample_rate:.2f} s -> {output_path}", err=True)

@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import click
-import grpc
-import torch
-
-from services.core.audio import read_audio, write_wav
-from services.core.engine import EngineError
-from services.core.grpc_server import create_channel
-from services.mimi.client import RemoteMimi
-from services.mimi.codes_file import CodesFileError, load_codes, save_codes
-
-
-def server_options(command: Callable) -> Callable:
-    command = click.option("--token", envvar="MOSHI_SERVICES_TOKEN",
-                           help="Bearer token of the server.")(command)
-    return click.option("--server", metavar="ADDR",
-                        help="Use the Mimi service at ADDR (host:port) instead of a local "
-                             "model.")(command)
-
-
-def _client(server: str, token: str | None) -> RemoteMimi:
-    return RemoteMimi(create_channel(server), token)
 
 
 def remote_encode(input_path: str, output_path: str, num_codebooks: int, server: str,
-                  token: str | None) -> None:
+                  channel, token: str | None) -> None:
+    """``server``: the address ``channel`` leads to (for messages)."""
+    import grpc
+    import torch
+
+    from services.core.audio import read_audio
+    from services.core.engine import EngineError
+    from services.mimi.client import RemoteMimi
+    from services.mimi.codes_file import save_codes
+
     try:
-        client = _client(server, token)
+        client = RemoteMimi(channel, token)
         info = client.info()
         audio, _ = read_audio(input_path, info.sample_rate_hertz)
         codes = torch.from_numpy(client.encode(audio, info.sample_rate_hertz, num_codebooks))
@@ -45,13 +32,21 @@ def remote_encode(input_path: str, output_path: str, num_codebooks: int, server:
                f"(via {server})", err=True)
 
 
-def remote_decode(input_path: str, output_path: str, server: str, token: str | None) -> None:
+def remote_decode(input_path: str, output_path: str, server: str, channel,
+                  token: str | None) -> None:
+    import grpc
+
+    from services.core.audio import write_wav
+    from services.core.engine import EngineError
+    from services.mimi.client import RemoteMimi
+    from services.mimi.codes_file import CodesFileError, load_codes
+
     try:
         codes_file = load_codes(input_path)
     except CodesFileError as e:
         raise click.ClickException(str(e)) from e
     try:
-        client = _client(server, token)
+        client = RemoteMimi(channel, token)
         info = client.info()
         audio = client.decode(codes_file.codes.numpy())
     except (grpc.RpcError, EngineError) as e:
@@ -65,4 +60,6 @@ def remote_decode(input_path: str, output_path: str, server: str, token: str | N
 
 
 def _details(error: Exception) -> str:
+    import grpc
+
     return error.details() if isinstance(error, grpc.RpcError) else str(error)

@@ -12,58 +12,13 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import click
 import numpy as np
-import torch
 
-from services.core.audio import write_wav
-from services.core.checkpoint import resolve_file
-from services.core.common_pb2 import PCM_F32LE, SamplingParams
-from services.core.grpc_client import bearer_metadata
-from services.core.grpc_server import create_channel
-from services.mimi.loading import build_random_mimi, load_mimi
-from services.mimi.service import MimiService
-from services.tts.conditioning import list_voices, load_voice, resolve_voice
-from services.tts.loading import build_random_tts, load_tts
-from services.tts.service import TTSService
-
-BUILTIN_SEED = 0
-
-
-def build_tts_service(checkpoint: str | None, hf_repo: str | None, codec=None,
-                      voices_dir: str | None = None, max_sessions: int = 8, device: str = "cpu",
-                      dtype: torch.dtype = torch.float32, idle_timeout: float = 30.0):
-    """(TTSService, its own Mimi service or None when ``codec`` is given) from a Kyutai TTS
-    checkpoint folder / repository, else the built-in tiny random TTS model. The first voice
-    of ``voices_dir`` is the default voice."""
-    if checkpoint is None and hf_repo is None:
-        click.echo("warning: no TTS checkpoint given, using a built-in tiny random model: its "
-                   "audio is noise (use --hf-repo kyutai/tts-1.6b-en_fr)", err=True)
-        bundle, voice = build_random_tts(BUILTIN_SEED, device)
-    else:
-        bundle = load_tts(checkpoint, hf_repo, device=device, dtype=dtype)
-        voices = list_voices(voices_dir) if voices_dir else []
-        voice = load_voice(resolve_voice(voices_dir, voices[0])) if voices else None
-    own_codec = None
-    if codec is None:
-        mimi = _load_mimi(bundle.model.cfg, checkpoint, hf_repo, device)
-        codec = own_codec = MimiService.create(mimi, max_sessions, idle_timeout)
-    service = TTSService.create(bundle, codec, max_sessions, voices_dir, voice,
-                                voice_length=None if voice is None else voice.shape[-1],
-                                idle_timeout=idle_timeout)
-    return service, own_codec
-
-
-def _load_mimi(cfg, checkpoint: str | None, hf_repo: str | None, device: str):
-    """The codec named by the checkpoint's config, or the built-in random one."""
-    if checkpoint is None and hf_repo is None:
-        return build_random_mimi(seed=BUILTIN_SEED, device=device, num_codebooks=cfg.dep_q)
-    folder = Path(checkpoint).parent if checkpoint and Path(checkpoint).is_file() \
-        else checkpoint
-    return load_mimi(resolve_file(cfg.mimi_name, folder, hf_repo), device=device,
-                     num_codebooks=cfg.dep_q)
+from cli.options import client_options, open_channel, run_options
+from services.core.validation import DEFAULT_SEED
+from services.wiring import ModelOptions, build_services, close_all, service_named, set_threads
 
 
 def _text_chunks(text: str) -> Iterator[str]:
@@ -78,20 +33,31 @@ def _text_chunks(text: str) -> Iterator[str]:
 @click.argument("text")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="tts.wav",
               show_default=True, help="The audio (24 kHz wav).")
-@click.option("--server", help="TTS service address; omitted: the model in this process.")
 @click.option("--voice", default="", help="Voice name (see the server's ListVoices).")
-@click.option("--voices", "voices_dir", type=click.Path(exists=True, file_okay=False),
+@click.option("--voices", "--voices-dir", "voices_dir",
+              type=click.Path(exists=True, file_okay=False),
               help="In-process: the voices folder (e.g. a kyutai/tts-voices download).")
-@click.option("--hf-repo", help="Kyutai TTS repository (e.g. kyutai/tts-1.6b-en_fr).")
-@click.option("--checkpoint", type=click.Path(exists=True), help="Local TTS checkpoint folder.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hf-repo", help="Kyutai TTS repository (e.g. kyutai/tts-1.6b-en_fr), or any "
+              "Moshi-architecture LM's (TTS by delaying its audio, as `serve` does).")
+@click.option("--checkpoint", "--lm-checkpoint", "checkpoint", type=click.Path(exists=True),
+              help="Local checkpoint folder (config.json + weights), as --hf-repo.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=DEFAULT_SEED,
+              show_default=True, help="Sampling seed (the same seed and text give the same "
+              "audio).")
 @click.option("--temperature", type=float, help="Audio and text temperature (0: greedy).")
 @click.option("--num-codebooks", type=int, default=0, help="Codebooks to generate (0: all).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--token", envvar="MOSHI_SERVICES_TOKEN", help="Bearer token of the server.")
-def tts(text, output, server, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
-        num_codebooks, device, token) -> None:
-    """Speak TEXT ("-": read it from standard input as it comes) into OUTPUT."""
+@click.option("--tts-audio-delay", type=click.IntRange(1), default=None,
+              help="Moshi-architecture LM: frames (80 ms each) the audio lags the text "
+              "(default 25, as `serve`).")
+@run_options
+@client_options
+def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
+        num_codebooks, tts_audio_delay, device, dtype, threads, quantize, server, token, tls,
+        ca_cert) -> None:
+    """Speak TEXT ("-": read it from standard input as it comes) into OUTPUT. Without a
+    checkpoint the built-in tiny random LM runs, the same one `serve` runs."""
+    from services.core.audio import write_wav
+    from services.core.common_pb2 import PCM_F32LE, SamplingParams
     from services.tts import tts_pb2
 
     sampling = SamplingParams() if temperature is None else SamplingParams(
@@ -101,12 +67,16 @@ def tts(text, output, server, voice, voices_dir, hf_repo, checkpoint, seed, temp
                                      audio_sampling=sampling)
     owned = []
     if server is None:
-        service, codec = build_tts_service(checkpoint, hf_repo, voices_dir=voices_dir,
-                                           max_sessions=1, device=device)
-        owned = [service] + ([codec] if codec else [])
-        chunks = _in_process(service, config, text)
+        set_threads(threads)
+        options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
+                               dtype=dtype, quantize=quantize, max_sessions=1,
+                               voices_dir=voices_dir,
+                               **({} if tts_audio_delay is None
+                                  else {"tts_audio_delay": tts_audio_delay}))
+        owned = build_services(["tts"], options)
+        chunks = _in_process(service_named(owned, "tts"), config, text)
     else:
-        chunks = _remote(server, token, config, text)
+        chunks = _remote(open_channel(server, tls, ca_cert), token, config, text)
     audio = []
     try:
         for pcm, words in chunks:
@@ -114,8 +84,7 @@ def tts(text, output, server, voice, voices_dir, hf_repo, checkpoint, seed, temp
             for word, start in words:
                 click.echo(f"{start:7.2f} {word}")
     finally:
-        for service in owned:
-            service.close()
+        close_all(owned)
     write_wav(output, np.concatenate(audio) if audio else np.zeros(0, np.float32))
     click.echo(f"wrote {output}", err=True)
 
@@ -130,20 +99,23 @@ def _in_process(service, config, text: str):
 
     def feed():
         for chunk in _text_chunks(text):
-            session.push_text(chunk)
-        session.end_text()
+            session.send(chunk)
+        session.finish()
 
     threading.Thread(target=feed, name="tts-feed", daemon=True).start()
     for chunk in session:
+        if chunk is None:
+            continue
         if chunk.waiting_for_text:
             click.echo("(waiting for text)", err=True)
         yield chunk.audio, [(w.text, w.start) for w in chunk.words]
 
 
-def _remote(server: str, token: str | None, config, text: str):
+def _remote(channel, token: str | None, config, text: str):
+    from services.core.grpc_client import bearer_metadata
     from services.tts import tts_pb2, tts_pb2_grpc
 
-    stub = tts_pb2_grpc.SpeechSynthesisStub(create_channel(server))
+    stub = tts_pb2_grpc.SpeechSynthesisStub(channel)
 
     def requests():
         yield tts_pb2.StreamingSynthesizeRequest(config=config)

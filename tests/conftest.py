@@ -41,12 +41,12 @@ def golden_checkpoint(folder: Path, name: str) -> str:
 
 @contextlib.contextmanager
 def tiny_moshi_server(speech_service):
-    """A real server (127.0.0.1, free port) with the built-in tiny Mimi and Moshi LM, the
-    dialogue, and the service ``speech_service(lm_engine, lm_config, codec, silence)`` builds
-    on the LM's own engine (``silence``: Mimi's codes of one silent frame). Yields
-    (channel, generator, mimi, silence)."""
-    from services.core.engine import run_session
+    """A real server (127.0.0.1, free port) with the tiny Mimi and Moshi LM on one engine
+    (3 LM sessions, delays up to 8), the dialogue, and the service
+    ``speech_service(engine, lm_config)`` builds on that engine. Yields (channel, generator,
+    mimi, engine)."""
     from services.core.grpc_server import ServerOptions, create_channel, create_server
+    from services.core.tick import speech_engine
     from services.dialogue.service import DialogueService
     from services.mimi.loading import build_random_mimi
     from services.mimi.service import MimiService
@@ -55,22 +55,33 @@ def tiny_moshi_server(speech_service):
     from services.moshi_lm.loader import prepare_for_inference
     from services.moshi_lm.model import LMModel
     from services.moshi_lm.service import MoshiLMService
-    from services.moshi_lm.stepper import lm_engine
+    from services.wiring import close_all
 
     torch.manual_seed(0)
     generator = LMGenerator(prepare_for_inference(LMModel(preset("tiny"))))
     mimi = build_random_mimi(seed=0, num_codebooks=8)
-    codec = MimiService.create(mimi, 6)
-    lm = MoshiLMService(generator, lm_engine(generator, 3, max_delay=8), "tiny")
-    silence = run_session(codec.open_encoder(8), [np.zeros(1920, np.float32)])[0]
-    services = [codec, lm, DialogueService(codec, lm),
-                speech_service(lm.engine, generator.cfg, codec, silence)]
+    engine = speech_engine(3, generator, mimi, max_delay=8)
+    codec, lm = MimiService(mimi, engine), MoshiLMService(generator, engine, "tiny")
+    services = [codec, lm, DialogueService(codec, lm), speech_service(engine, generator.cfg)]
     server, port = create_server(services, "127.0.0.1:0", ServerOptions())
     channel = create_channel(f"127.0.0.1:{port}")
     try:
-        yield channel, generator, mimi, silence
+        yield channel, generator, mimi, engine
     finally:
         channel.close()
         server.stop(None)
-        for service in services:
-            service.close()
+        close_all(services)
+
+
+def run_alone(mode, inputs, lm=None, codec=None, max_delay: int | None = None,
+              **temporal_options):
+    """The outputs of one session of ``mode`` run alone on a fresh one-session engine (the
+    reference a session sharing a batch must equal)."""
+    from services.core.engine import run_session
+    from services.core.tick import speech_engine
+
+    engine = speech_engine(1, lm, codec, max_delay=max_delay, **temporal_options)
+    try:
+        return run_session(engine.open(mode), inputs)
+    finally:
+        engine.stop()

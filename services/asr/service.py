@@ -1,98 +1,96 @@
-"""The ASR gRPC service (protos/services/asr/asr.proto): thin handlers over the ASR engine and a
-codec (the Mimi service's encoder sessions)."""
+"""The ASR gRPC service (protos/services/asr/asr.proto): a thin adapter over recognition
+sessions of an engine (``RecognitionMode`` on a Kyutai STT checkpoint's engine, or on a
+Moshi-architecture LM's engine next to its dialogues)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
 from services.asr import asr_pb2, asr_pb2_grpc
-from services.asr.delayed_text import DelayedTextASR
-from services.asr.lm_stream import LMRecognitionStream
-from services.asr.pipeline import ASREvent, Codec, RecognitionSession
-from services.asr.recognizer import Recognizer
-from services.asr.stepper import ASRStream, Marker, asr_engine
+from services.asr.mode import ASREvent, Marker, RecognitionMode, final_words
 from services.asr.timing import SttTiming
-from services.core import grpc_stream
-from services.core.constants import SAMPLE_RATE
-from services.core.engine import Engine, InvalidInput, run_session
+from services.core import aio, grpc_stream
+from services.core.engine import Engine, Session, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
-from services.core.pcm import FrameSplitter, encode_pcm
+from services.core.pcm import FrameSplitter
+from services.core.validation import resolve_seed, sampling_params
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
-from services.moshi_lm.model import LMModel
-from services.moshi_lm.service import MAX_SEED, _sampling
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["SpeechRecognition"].full_name
+
+# (sampling, interim results, pause probabilities) -> one session's mode
+ModeFactory = Callable[[SamplingSettings, bool, bool], RecognitionMode]
+
+
+class Recognition:
+    """One call: its engine session and the framing of the client's audio around it."""
+
+    def __init__(self, session: Session, mode: RecognitionMode, splitter: FrameSplitter):
+        self.session, self.mode, self.splitter = session, mode, splitter
+        # The silence prefix goes in front of the client's first frames (24 kHz zeros).
+        self._prefix: np.ndarray | None = splitter.pad(mode.prefix_samples)
+
+    def frames(self, audio: bytes) -> np.ndarray:
+        frames = self.splitter.push(audio)
+        if self._prefix is not None:
+            frames, self._prefix = np.concatenate([self._prefix, frames]), None
+        return frames
+
+    def last_frames(self) -> np.ndarray:
+        """At the end of input: the client's leftover samples and the flush silence, a partial
+        last frame dropped (as a clip is framed)."""
+        frames = self.frames(b"")
+        return np.concatenate([frames,
+                               self.splitter.flush_dropping_partial(self.mode.flush_samples)])
 
 
 class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
     name = SERVICE_NAME
 
-    def __init__(self, engine: Engine, codec: Codec, model_name: str, cfg: LMConfig,
-                 timing: SttTiming, num_codebooks: int,
-                 open_stream: Callable[[SamplingSettings], Any], owns_engine: bool = True,
-                 pause_heads: int = 0):
-        """``open_stream(settings)`` opens a stream of code frames [num_codebooks] ->
-        ASRTicks on ``engine``; ``pause_heads``: pause-prediction heads the streams use
-        (0: no speech events or pause probabilities ever come)."""
-        self.engine, self.codec, self.model_name, self.cfg = engine, codec, model_name, cfg
-        self.timing, self.num_codebooks, self.pause_heads = timing, num_codebooks, pause_heads
-        self._open_stream, self._owns_engine = open_stream, owns_engine
+    def __init__(self, engine: Engine, cfg: LMConfig, model_name: str, make_mode: ModeFactory,
+                 timing: SttTiming, pause_heads: int = 0):
+        """``make_mode`` makes each session's mode; ``pause_heads``: pause-prediction heads
+        the sessions use (0: no speech events or pause probabilities ever come)."""
+        self.engine, self.cfg, self.model_name = engine, cfg, model_name
+        self.make_mode, self.timing, self.pause_heads = make_mode, timing, pause_heads
         self.defaults = SamplingSettings.from_lm_gen_config(cfg.lm_gen_config)
 
     @classmethod
-    def create(cls, model: LMModel, decode: Callable[[Sequence[int]], str], codec: Codec,
-               model_name: str, max_sessions: int = 8, timing: SttTiming | None = None,
-               idle_timeout: float = 30.0) -> ASRService:
-        """On a Kyutai STT model (dep_q = 0), with its own engine."""
-        recognizer = Recognizer(model, decode, max_sessions, timing)
-        engine = asr_engine(recognizer, max_sessions, idle_timeout)
-        return cls(engine, codec, model_name, model.cfg, recognizer.timing,
-                   recognizer.num_codebooks, lambda s: engine.open(ASRStream(s)),
-                   pause_heads=model.cfg.extra_heads_num_heads)
+    def on_stt(cls, engine: Engine, cfg: LMConfig, decode: Callable[[Sequence[int]], str],
+               model_name: str, timing: SttTiming | None = None) -> ASRService:
+        """On a Kyutai STT checkpoint's engine (its codec in the same engine)."""
+        timing = timing or SttTiming.from_config({"stt_config": cfg.stt_config})
+
+        def make(sampling, interim, pauses):
+            return RecognitionMode.for_stt(cfg, timing, decode, sampling, interim, pauses)
+
+        return cls(engine, cfg, model_name, make, timing, cfg.extra_heads_num_heads)
 
     @classmethod
-    def on_lm_engine(cls, engine: Engine, cfg: LMConfig,
-                     decode: Callable[[Sequence[int]], str], codec: Codec, model_name: str,
-                     text_delay_frames: int, silence: np.ndarray) -> ASRService:
-        """On a Moshi-architecture LM's engine (shared with its dialogue sessions), the text
-        delayed ``text_delay_frames`` behind the audio; ``silence``: codes of a silent frame
-        for the user's streams. The engine's max_delay must allow the delay. The LM's text
-        stream is the only output used: no speech events or pause probabilities."""
-        mode = DelayedTextASR(cfg, text_delay_frames, silence)
-        return cls(engine, codec, model_name, cfg,
-                   SttTiming.from_text_delay_frames(text_delay_frames), cfg.dep_q,
-                   lambda s: LMRecognitionStream(engine, mode, s, decode), owns_engine=False)
+    def on_moshi(cls, engine: Engine, cfg: LMConfig, decode: Callable[[Sequence[int]], str],
+                 model_name: str, text_delay_frames: int) -> ASRService:
+        """On a Moshi-architecture LM's engine (shared with its dialogues), the text delayed
+        ``text_delay_frames`` behind the audio; the engine's max_delay must allow it. The
+        LM's text stream is the only output used: no speech events or pause probabilities."""
+        def make(sampling, interim, pauses):
+            return RecognitionMode.for_moshi(cfg, text_delay_frames, decode, sampling, interim)
 
-    def open(self, config: asr_pb2.RecognitionConfig) -> tuple[RecognitionSession,
-                                                               FrameSplitter]:
-        """A session and the splitter of the client's audio, the silence prefix already in."""
+        return cls(engine, cfg, model_name, make,
+                   SttTiming.from_text_delay_frames(text_delay_frames))
+
+    def open(self, config: asr_pb2.RecognitionConfig) -> Recognition:
+        """A validated config as a recognition session (InvalidInput / PcmError say what is
+        wrong, CapacityError when every slot is taken)."""
         d = self.defaults
-        temperature, top_k = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
-                                       self.cfg.text_vocab, "text")
-        seed = config.seed if config.HasField("seed") else 0
-        if seed > MAX_SEED:
-            raise InvalidInput(f"seed must be below 2**63, got {seed}")
+        temperature, top_k = sampling_params(config.text_sampling, d.text_temperature,
+                                             d.text_top_k, self.cfg.text_vocab, "text")
         splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)
-        sampling = SamplingSettings(temperature, top_k, seed=seed)
-        session = RecognitionSession(self._open_stream(sampling), self.codec,
-                                     self.num_codebooks, self.timing, config.interim_results,
-                                     config.pause_probabilities)
-        for frame in _silence(splitter, self.timing.silence_prefix_seconds):
-            session.send(frame)
-        splitter.samples_received = 0  # the prefix is not the client's audio
-        return session, splitter
-
-    def end_frames(self, splitter: FrameSplitter) -> list[np.ndarray]:
-        """The last frames of a stream: the client's leftover samples followed by the flush
-        silence, a partial last frame dropped (as the reference frames a clip)."""
-        received = splitter.samples_received  # the flush is not the client's audio
-        frames = list(_silence(splitter, self.timing.flush_samples / SAMPLE_RATE))
-        splitter.samples_received = received
-        return frames
+        sampling = SamplingSettings(temperature, top_k, seed=resolve_seed(config))
+        mode = self.make_mode(sampling, config.interim_results, config.pause_probabilities)
+        return Recognition(self.engine.open(mode), mode, splitter)
 
     # ---- GrpcService ------------------------------------------------------------------------
 
@@ -100,59 +98,56 @@ class ASRService(asr_pb2_grpc.SpeechRecognitionServicer):
         asr_pb2_grpc.add_SpeechRecognitionServicer_to_server(self, server)
 
     def engines(self) -> list[Engine]:
-        return [self.engine] if self._owns_engine else []
+        return [self.engine]
 
     def warm_up(self) -> None:
-        session, _ = self.open(asr_pb2.RecognitionConfig(encoding=2, sample_rate_hertz=24000))
-        run_session(session, np.zeros((2, 1920), np.float32))
+        call = self.open(asr_pb2.RecognitionConfig(encoding=2, sample_rate_hertz=24000))
+        run_session(call.session, [*call.frames(np.zeros(3840, np.float32).tobytes()),
+                                   *call.last_frames()])
 
     def close(self) -> None:
-        if self._owns_engine:
-            self.engine.stop()
+        """Nothing of its own: the engine belongs to whoever built it."""
 
     # ---- RPCs -------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return asr_pb2.RecognizerInfo(
             model=self.model_name, text_delay_seconds=self.timing.audio_delay_seconds,
             silence_prefix_seconds=self.timing.silence_prefix_seconds,
             pause_prediction=self.pause_heads > 0, num_pause_heads=self.pause_heads,
-            max_sessions=self.engine.max_sessions)
+            max_sessions=self.engine.stepper.max_sessions)
 
-    def Recognize(self, request, context):
+    async def Recognize(self, request, context):
         try:
-            session, splitter = self.open(request.config)
-            frames = list(splitter.push(request.audio)) + self.end_frames(splitter)
+            call = self.open(request.config)
+            frames = [*call.frames(request.audio), *call.last_frames()]
         except CLIENT_ERRORS as error:
-            abort(context, error)
-        context.add_callback(session.close)
-        words = [e.word for e in run_session(session, frames)
-                 if e.word is not None and e.word.is_final]
+            await abort(context, error)
+        context.add_done_callback(lambda _: call.session.close())
+        try:
+            words = final_words(await aio.run_session(call.session, frames))
+        except CLIENT_ERRORS as error:
+            await abort(context, error)
         return asr_pb2.RecognizeResponse(
             words=[_word(w) for w in words], transcript=" ".join(w.text for w in words),
-            audio_seconds=splitter.seconds_received)
+            audio_seconds=call.splitter.seconds_received)
 
-    def StreamingRecognize(self, request_iterator, context):
-        opened: list[tuple[RecognitionSession, FrameSplitter]] = []
+    async def StreamingRecognize(self, request_iterator, context):
+        calls: list[Recognition] = []
 
         def open_session(config):
-            opened.append(self.open(config))
-            return opened[0][0]
+            calls.append(self.open(config))
+            return calls[0].session
 
         def to_inputs(request):
             if request.WhichOneof("request") == "marker":
                 return [Marker(request.marker.id)]
-            return list(opened[0][1].push(request.audio))
+            return list(calls[0].frames(request.audio))
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session, to_inputs=to_inputs,
-            flush_inputs=lambda: self.end_frames(opened[0][1]), to_response=_response)
-
-
-def _silence(splitter: FrameSplitter, seconds: float) -> np.ndarray:
-    """Frames completed by ``seconds`` of silence pushed in the client's own format."""
-    zeros = np.zeros(round(seconds * splitter.sample_rate), np.float32)
-    return splitter.push(encode_pcm(zeros, splitter.encoding))
+            flush_inputs=lambda: list(calls[0].last_frames()), to_response=_response):
+            yield response
 
 
 def _word(word) -> asr_pb2.Word:

@@ -1,4 +1,4 @@
-"""Where ASR text sits in time relative to the audio (spec §3.2, Kyutai STT recipe).
+"""Where ASR text sits in time relative to the audio (docs/architecture.md §3.1-3.2).
 
 The recogniser's text stream lags the audio by ``audio_delay`` seconds (0.5 s for
 stt-1b-en_fr, 2.5 s for stt-2.6b-en; for a plain Moshi-architecture model, its text delay in

@@ -1,4 +1,5 @@
-"""Voice activity and end of turn from the recogniser's pause-prediction heads (spec §3.2).
+"""Voice activity and end of turn from the recogniser's pause-prediction heads
+(docs/architecture.md §3.4).
 
 Kyutai's STT-1B has 4 extra heads, each a softmax over 6 values computed at every step;
 ``prob[0]`` of head i is a pause probability (Kyutai's server streams these four numbers every

@@ -1,4 +1,4 @@
-"""Words with start and end times from the recogniser's text stream (spec §3.2).
+"""Words with start and end times from the recogniser's text stream (docs/architecture.md §3).
 
 The text stream holds, per 12.5 Hz step, a word piece, PAD (3: nothing new) or EPAD (0: "a word
 starts at the next step"). EPADs delimit words: the pieces between two EPADs form one word,

@@ -9,7 +9,7 @@ FRAME_RATE = 12.5
 FRAME_SIZE = 1920  # samples per frame, 80 ms
 FRAME_MS = 80
 
-# Token ids with a meaning in every model of the family (spec §2.2).
+# Token ids with a meaning in every model of the family (docs/architecture.md#tokens).
 ZERO_TOKEN = -1  # embeds to an exact zero vector: "no input"
 UNGENERATED_TOKEN = -2  # placeholder in a generation cache: "to be sampled"
 TEXT_EPAD = 0  # end of padding: a word starts at the next step

@@ -11,9 +11,19 @@ at once with ``CapacityError``. The engine resets a slot's state on its own thre
 slot's first step, so a step in flight never races a reset.
 
 The model side is a ``Stepper``: it owns the batched state and turns a list of (slot, input)
-into one output per input (``None`` is a valid output, e.g. an LM step inside its delay). The
-engine itself knows nothing of tensors, only sessions, queues and timing; the per-session loops
-here move queue items, the model work is one batched call.
+into one output per input (``None`` is a valid output, e.g. an LM step inside its delay; an
+``Events`` list is delivered as that many outputs). The engine itself knows nothing of
+tensors, only sessions, queues and timing; the per-session loops here move queue items, the
+model work is one batched call.
+
+A session ends once its client has finished and every input is stepped: the engine then asks
+the stepper for the session's last outputs (``Stepper.end``, e.g. the words still open).
+A config's optional ``pass_through(item)`` answers inputs that need no model step (markers)
+at once, in order, so they take no tick. A *self-paced* session (its config has
+``self_paced = True``: synthesis, which needs no input per step) hands its inputs to its
+config as they arrive (``absorb``; ``finish`` calls ``end_input``) and is stepped whenever
+its config ``can_step()``, until it is ``done``: its outbox bound paces it to its reader;
+while it cannot step, ``waiting_output()`` may say so.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from services.core.constants import FRAME_MS
 log = logging.getLogger(__name__)
 
 _EMPTY = object()  # "no input this tick", distinct from a None input
+_END = object()  # "the input is over": the session's last outputs are due
 
 
 class EngineError(Exception):
@@ -47,6 +58,10 @@ class CapacityError(EngineError):
 
 class IdleTimeout(EngineError):
     """No input and no output read for the idle timeout (DEADLINE_EXCEEDED)."""
+
+
+class ConfigTimeout(EngineError):
+    """A stream's first request, its config, did not come in time (DEADLINE_EXCEEDED)."""
 
 
 class EngineStopped(EngineError):
@@ -73,6 +88,13 @@ class EndOfStream(Exception):
     """Every output of a finished session has been received."""
 
 
+class Events(list):
+    """Several outputs of one step, delivered one by one (an empty one delivers nothing)."""
+
+
+STEP = object()  # the input of a self-paced session's step
+
+
 class Stepper(Protocol):
     """The model side of an engine. Every method runs on the engine thread only."""
 
@@ -82,6 +104,8 @@ class Stepper(Protocol):
     def step(self, slots: Sequence[int], inputs: Sequence[Any]) -> Sequence[Any]:
         """One batched step of the sessions in ``slots`` (the others stay untouched); returns
         exactly one output per input, in order."""
+
+    # Optional: ``end(slot) -> Events``, the last outputs of a session whose input ended.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,14 +137,26 @@ class Session:
     def __init__(self, engine: Engine, slot: int, config: Any, max_queue: int):
         self.engine, self.slot, self.config = engine, slot, config
         self._max_queue = max_queue
+        self._self_paced = bool(getattr(config, "self_paced", False))
         self._inbox: collections.deque = collections.deque()
         self._outbox: collections.deque = collections.deque()
         self._cond = threading.Condition()
-        self._sent = self._received = 0
-        self._finished = False
+        self._finished = False  # the client sent its last input
+        self._ended = False  # the engine delivered the last output
         self.error: EngineError | None = None  # why the session ended early, if it did
         self.closed = False
         self.last_activity = time.monotonic()
+        self._wakers: list[Callable[[], None]] = []
+
+    def add_waker(self, waker: Callable[[], None]) -> None:
+        """``waker()`` is called (from any thread, outside the session's lock) whenever an
+        output arrives, the inbox gets room or the session ends: how an event loop waits
+        for a session without a thread of its own (``services.core.aio``)."""
+        self._wakers.append(waker)
+
+    def _wake(self) -> None:
+        for waker in self._wakers:
+            waker()
 
     # ---- client side ----------------------------------------------------------------------
 
@@ -128,34 +164,48 @@ class Session:
         """Queues one input; blocks while the inbox is full (back-pressure to the client)."""
         with self._cond:
             self._cond.wait_for(lambda: self.closed or len(self._inbox) < self._max_queue)
+        self.try_send(item)
+
+    def try_send(self, item: Any) -> bool:
+        """Queues one input unless the inbox is full (then False: wait for a wake)."""
+        with self._cond:
             if self.closed:
                 raise self.error or Cancelled(f"{self.engine.name} session closed")
             if self._finished:
-                raise RuntimeError("send after finish")
+                raise InvalidInput("input after the end of input")
+            if len(self._inbox) >= self._max_queue:
+                return False
             self._inbox.append(item)
-            self._sent += 1
             self.last_activity = time.monotonic()
         self.engine.wake()
+        return True
 
     def finish(self) -> None:
-        """No more input: iteration ends once every input sent has its output."""
+        """No more input: iteration ends once every input sent has been stepped."""
         with self._cond:
             self._finished = True
             self._cond.notify_all()
+        self.engine.wake()
+
+    def try_receive(self) -> tuple[bool, Any]:
+        """(True, the next output) if there is one, else (False, None); raises as
+        ``receive`` does once the stream is over."""
+        try:
+            return True, self.receive(timeout=0)
+        except TimeoutError:
+            return False, None
 
     def receive(self, timeout: float | None = None) -> Any:
-        """The next output, in input order. Raises EndOfStream after the last one (when
-        finished, or closed without error), the session's error if it was closed with one,
-        TimeoutError on timeout."""
+        """The next output, in order. Raises EndOfStream after the last one (when ended, or
+        closed without error), the session's error if it was closed with one, TimeoutError
+        on timeout."""
         with self._cond:
             done = self._cond.wait_for(
-                lambda: self._outbox or self.closed
-                or (self._finished and self._received == self._sent), timeout)
+                lambda: self._outbox or self.closed or self._ended, timeout)
             if not done:
                 raise TimeoutError("no output in time")
             if self._outbox:
                 was_full = len(self._outbox) >= self._max_queue
-                self._received += 1
                 self.last_activity = time.monotonic()
                 item = self._outbox.popleft()
             elif self.closed and self.error is not None:
@@ -182,36 +232,93 @@ class Session:
             self._inbox.clear()
             self._cond.notify_all()
         self.engine._release(self)
+        self._wake()
 
     # ---- engine side ----------------------------------------------------------------------
 
     def _take(self) -> Any:
-        """The next input if there is one and room for its output, else _EMPTY."""
+        """The next input (STEP for a self-paced session that can step), _END once the input
+        is over, else _EMPTY (nothing to do, or no room for the output)."""
+        answered = len(self._outbox)
+        item = self._take_locked()
+        if len(self._outbox) != answered:
+            self._wake()  # pass-through inputs were answered
+        return item
+
+    def _take_locked(self) -> Any:
         with self._cond:
-            if self.closed or not self._inbox or len(self._outbox) >= self._max_queue:
+            if self.closed or self._ended or len(self._outbox) >= self._max_queue:
                 return _EMPTY
-            item = self._inbox.popleft()
-            self._cond.notify_all()
-            return item
+            if self._self_paced:
+                return self._take_self_paced()
+            answer = getattr(self.config, "pass_through", None)
+            while self._inbox:
+                item = self._inbox.popleft()
+                self._cond.notify_all()
+                # An input the model does not see (a marker) is answered here, in order,
+                # instead of taking a tick of its own.
+                output = answer(item) if answer is not None else None
+                if output is None:
+                    return item
+                self._outbox.extend(output if isinstance(output, Events) else (output,))
+            return _END if self._finished else _EMPTY
+
+    def _take_self_paced(self) -> Any:
+        config = self.config
+        if config.done:
+            return _END
+        return STEP if config.can_step() else _EMPTY
+
+    def _poll(self) -> None:
+        """A self-paced session takes in what its client sent (text), and says once when it
+        waits for more (before each tick, on the engine thread)."""
+        if not self._self_paced:
+            return
+        with self._cond:
+            if self.closed or self._ended:
+                return
+            config = self.config
+            absorbed = bool(self._inbox)
+            while self._inbox:
+                config.absorb(self._inbox.popleft())
+                self._cond.notify_all()
+            if self._finished and not config.input_ended:
+                config.end_input()
+            if not config.done and not config.can_step():
+                note = config.waiting_output()  # e.g. "waiting for text", told once per wait
+                if note is not None:
+                    self._outbox.append(note)
+                    self._cond.notify_all()
+                    absorbed = True
+        if absorbed:
+            self._wake()
 
     def _deliver(self, output: Any) -> None:
+        """The outputs of a tick (and room made in the inbox): tells the client."""
         with self._cond:
             if not self.closed:
-                self._outbox.append(output)
+                self._outbox.extend(output if isinstance(output, Events) else (output,))
                 self._cond.notify_all()
+        self._wake()
+
+    def _end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+        self._wake()
 
     def _queued(self) -> int:
         return len(self._inbox)
 
     def _state(self) -> str:
         """"ready" (can be stepped now), "waiting" (may get input any moment) or "out"
-        (finished, closed, or held back by its unread outputs)."""
+        (ended, closed, or held back by its unread outputs)."""
         with self._cond:
-            if self.closed or len(self._outbox) >= self._max_queue:
+            if self.closed or self._ended or len(self._outbox) >= self._max_queue:
                 return "out"
-            if self._inbox:
-                return "ready"
-            return "out" if self._finished else "waiting"
+            if self._self_paced:
+                return "ready" if self.config.done or self.config.can_step() else "waiting"
+            return "ready" if self._inbox or self._finished else "waiting"
 
 
 class Engine:
@@ -262,8 +369,11 @@ class Engine:
             self._thread.join(timeout)
 
     def open(self, config: Any = None, among: range | None = None) -> Session:
-        """Admits a session on a free slot (of ``among`` if given: a stepper may reserve
-        ranges of slots for kinds of sessions), or raises CapacityError at once."""
+        """Admits a session on a free slot (of ``among`` if given, else of the stepper's
+        ``slots_for(config)`` if it has one: a stepper may reserve ranges of slots for kinds
+        of sessions), or raises CapacityError at once."""
+        if among is None and hasattr(self.stepper, "slots_for"):
+            among = self.stepper.slots_for(config)
         with self._lock:
             session = Session(self, self._take_slot(among), config, self.max_queue)
             self._sessions[session.slot] = session
@@ -372,11 +482,22 @@ class Engine:
                 log.exception("%s engine start failed", self.name)
                 for session in joining:
                     session.close(EngineFailure(f"{self.name} session start failed: {exc}"))
+        for session in sessions:
+            session._poll()
         due, wait = self._due_groups(sessions)
-        batch = [(s, item) for s in sessions if self._group_of[s.slot] in due
-                 and (item := s._take()) is not _EMPTY]
+        batch, ending = [], []
+        for session in sessions:
+            if self._group_of[session.slot] not in due:
+                continue
+            item = session._take()
+            if item is _END:
+                ending.append(session)
+            elif item is not _EMPTY:
+                batch.append((session, item))
+        for session in ending:
+            self._end_session(session)
         if not batch:
-            return wait
+            return 0.0 if ending else wait
         started = time.perf_counter()
         try:
             outputs = self.stepper.step([s.slot for s, _ in batch], [item for _, item in batch])
@@ -392,9 +513,20 @@ class Engine:
             self._recent.append((elapsed_ms, len(batch)))
             self._counts["steps"] += 1
             self._counts["frames"] += len(batch)
-        if any(s._queued() for s, _ in batch):
-            return 0.0  # more input is waiting: step again without sleeping
+        if any(s._state() == "ready" for s, _ in batch):
+            return 0.0  # more work is waiting: step again without sleeping
         return wait
+
+    def _end_session(self, session: Session) -> None:
+        """The session's input is over: its last outputs, then the end of its stream."""
+        end = getattr(self.stepper, "end", None)
+        try:
+            if end is not None:
+                session._deliver(Events(end(session.slot)))
+        except Exception as exc:  # a bug: end the session, keep serving
+            log.exception("%s engine end of session failed", self.name)
+            session.close(EngineFailure(f"{self.name} end of session failed: {exc}"))
+        session._end()
 
     def _expire_idle(self) -> None:
         deadline = time.monotonic() - self.idle_timeout

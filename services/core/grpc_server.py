@@ -8,11 +8,13 @@ up and waits for SIGTERM. Tests call it on ``127.0.0.1:0``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import hmac
 import logging
+import threading
 from collections.abc import Sequence
-from concurrent import futures
 from typing import Protocol
 
 import grpc
@@ -71,14 +73,13 @@ class ServerOptions:
     tls_cert_chain: bytes | None = None  # PEM; with tls_private_key turns TLS on
     tls_private_key: bytes | None = None
     max_message_bytes: int = 4 * MiB  # gRPC's default receive limit, stated explicitly
-    spare_workers: int = 16  # handler threads beyond one per admissible stream
 
     @property
     def tls(self) -> bool:
         return self.tls_cert_chain is not None
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED, before any
     handler runs (so before a slot is taken). Health stays open for load balancers."""
 
@@ -86,8 +87,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         self._expected = f"Bearer {token}".encode()
         self._open_prefixes = tuple(open_prefixes)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(self._open_prefixes):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
@@ -101,8 +102,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
 def _refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
                       message: str) -> grpc.RpcMethodHandler:
-    def refuse(request, context):
-        context.abort(code, message)
+    async def refuse(request, context):
+        await context.abort(code, message)
 
     make = {(False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,
@@ -117,7 +118,7 @@ class StatsServicer(stats_pb2_grpc.EngineStatsServicer):
     def __init__(self, engines: Sequence[Engine]):
         self._engines = list({id(e): e for e in engines}.values())
 
-    def GetStats(self, request, context):
+    async def GetStats(self, request, context):
         figures = []
         for engine in self._engines:
             s = engine.stats()
@@ -131,58 +132,102 @@ class StatsServicer(stats_pb2_grpc.EngineStatsServicer):
         return stats_pb2.GetStatsResponse(engines=figures)
 
 
-def set_health(servicer: health.HealthServicer, services: Sequence[GrpcService],
-               serving: bool) -> None:
-    """Every service name and "" (the whole server) to SERVING or NOT_SERVING."""
-    status = (health_pb2.HealthCheckResponse.SERVING if serving
-              else health_pb2.HealthCheckResponse.NOT_SERVING)
-    for name in ["", *(s.name for s in services)]:
-        servicer.set(name, status)
+class Server:
+    """A ``grpc.aio`` server on an event-loop thread of its own, driven from ordinary threads:
+    its handlers are coroutines (a session costs no thread), the engines run on theirs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
+                 server: grpc.aio.Server, health_servicer: health.aio.HealthServicer,
+                 names: Sequence[str]):
+        self._loop, self._thread, self._server = loop, thread, server
+        self._health, self._names = health_servicer, list(names)
+
+    def _run(self, coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def set_health(self, serving: bool) -> None:
+        """Every service name and "" (the whole server) to SERVING or NOT_SERVING."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        async def set_all() -> None:
+            for name in ["", *self._names]:
+                await self._health.set(name, status)
+
+        self._run(set_all()).result()
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stops accepting calls, ends running ones after ``grace`` seconds, then the loop;
+        returns an event set once stopped (``.wait()``)."""
+        stopped = threading.Event()
+
+        async def stop() -> None:
+            await self._server.stop(grace)
+            stopped.set()
+
+        if self._loop.is_closed() or not self._thread.is_alive():
+            stopped.set()
+            return stopped
+        self._run(stop()).add_done_callback(
+            lambda _: self._loop.call_soon_threadsafe(self._loop.stop))
+        return stopped
 
 
 def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
                   options: ServerOptions | None = None,
-                  health_servicer: health.HealthServicer | None = None,
-                  warm_up: bool = True) -> tuple[grpc.Server, int]:
+                  warm_up: bool = True) -> tuple[Server, int]:
     """Builds and starts a server for ``services`` on ``address``; returns it and its port.
 
     Health starts NOT_SERVING; with ``warm_up`` the services are warmed up here and health
-    turns SERVING before returning. ``serve`` passes its own ``health_servicer`` and
-    ``warm_up=False`` to report NOT_SERVING while it warms up.
+    turns SERVING before returning. ``serve`` passes ``warm_up=False`` to report NOT_SERVING
+    while it warms up, then calls ``Server.set_health``.
     """
     options = options or ServerOptions()
     engines = [e for s in services for e in s.engines()]
-    slots = sum({id(e): e.max_sessions for e in engines}.values())
-    interceptors = [BearerTokenInterceptor(options.auth_token)] if options.auth_token else []
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=slots + options.spare_workers,
-                                   thread_name_prefix="grpc"),
-        interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", options.max_message_bytes),
-                 ("grpc.max_send_message_length", options.max_message_bytes),
-                 *SERVER_KEEPALIVE_OPTIONS])
-    health_servicer = health_servicer or health.HealthServicer()
-    set_health(health_servicer, services, serving=False)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    stats_pb2_grpc.add_EngineStatsServicer_to_server(StatsServicer(engines), server)
-    for service in services:
-        service.add_to_server(server)
-    names = [s.name for s in services] + [HEALTH_SERVICE, STATS_SERVICE,
-                                         reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
-    if options.tls:
-        credentials = grpc.ssl_server_credentials(
-            [(options.tls_private_key, options.tls_cert_chain)])
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
+    thread.start()
+
+    async def build() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+        interceptors = [BearerTokenInterceptor(options.auth_token)] if options.auth_token \
+            else []
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", options.max_message_bytes),
+                     ("grpc.max_send_message_length", options.max_message_bytes),
+                     *SERVER_KEEPALIVE_OPTIONS])
+        health_servicer = health.aio.HealthServicer()
+        for name in ["", *(s.name for s in services)]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        stats_pb2_grpc.add_EngineStatsServicer_to_server(StatsServicer(engines), server)
+        for service in services:
+            service.add_to_server(server)
+        names = [s.name for s in services] + [HEALTH_SERVICE, STATS_SERVICE,
+                                             reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, server)
+        if options.tls:
+            credentials = grpc.ssl_server_credentials(
+                [(options.tls_private_key, options.tls_cert_chain)])
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+        await server.start()
+        return server, health_servicer, port
+
+    try:
+        aio_server, health_servicer, port = asyncio.run_coroutine_threadsafe(
+            build(), loop).result()
+    except Exception:
+        loop.call_soon_threadsafe(loop.stop)
+        raise
     if port == 0:
         raise OSError(f"could not bind {address}")
-    server.start()
+    server = Server(loop, thread, aio_server, health_servicer, [s.name for s in services])
     if warm_up:
         for service in services:
             service.warm_up()
-        set_health(health_servicer, services, serving=True)
+        server.set_health(serving=True)
     return server, port
 
 

@@ -9,9 +9,9 @@ ends the call with INVALID_ARGUMENT and a message saying what was wrong; the ser
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import grpc
@@ -20,9 +20,11 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from services.core.aio import AsyncSession
 from services.core.engine import (
     Cancelled,
     CapacityError,
+    ConfigTimeout,
     EngineError,
     EngineFailure,
     EngineStopped,
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     IdleTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ConfigTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     EngineStopped: grpc.StatusCode.UNAVAILABLE,
     EngineFailure: grpc.StatusCode.INTERNAL,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -62,7 +65,7 @@ class StreamSession(Protocol):
     def close(self, error: EngineError | None = None) -> None: ...
 
 
-def abort(context: grpc.ServicerContext, error: Exception) -> None:
+async def abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     """Ends the call with the status that ``error`` stands for (raises)."""
     code = next((c for t, c in STATUS_OF_ERROR.items() if isinstance(error, t)),
                 grpc.StatusCode.INTERNAL)
@@ -70,9 +73,10 @@ def abort(context: grpc.ServicerContext, error: Exception) -> None:
         retry = any_pb2.Any()
         retry.Pack(error_details_pb2.RetryInfo(
             retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_SECONDS)))
-        status = status_pb2.Status(code=code.value[0], message=str(error), details=[retry])
-        context.abort_with_status(rpc_status.to_status(status))
-    context.abort(code, str(error))
+        status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=str(error),
+                                                        details=[retry]))
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    await context.abort(code, str(error))
 
 
 def config_of(request: Any, field: str = "config") -> Any:
@@ -94,61 +98,65 @@ def check_codes(codes: np.ndarray, num_codebooks: int, cardinality: int) -> np.n
     return codes.astype(np.int64)
 
 
-def serve_stream(requests: Iterator[Any], context: grpc.ServicerContext, *,
-                 open_session: Callable[[Any], StreamSession],
-                 to_inputs: Callable[[Any], Iterable[Any]],
-                 to_response: Callable[[Any], Any | None],
-                 flush_inputs: Callable[[], Iterable[Any]] = tuple) -> Iterator[Any]:
-    """The body of a config-first bidi RPC.
+async def serve_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *,
+                       open_session: Callable[[Any], StreamSession],
+                       to_inputs: Callable[[Any], Iterable[Any]],
+                       to_response: Callable[[Any], Any | None],
+                       flush_inputs: Callable[[], Iterable[Any]] = tuple,
+                       config_timeout: float | None = None) -> AsyncIterator[Any]:
+    """The body of a config-first bidi RPC, as coroutines on the server's event loop.
 
     ``open_session(config)`` validates the config and takes a slot (raising an EngineError or
     PcmError); ``to_inputs(request)`` turns each later request into session inputs (raising on
     bad data); ``flush_inputs()`` gives the last inputs once the client half-closes;
-    ``to_response(output)`` makes the response of each output (None: nothing to send).
+    ``to_response(output)`` makes the response of each output (None: nothing to send). The
+    first request must come within ``config_timeout`` seconds (None: no limit).
     """
     try:
-        first = next(requests, None)
+        try:
+            first = await asyncio.wait_for(anext(requests, None), config_timeout)
+        except asyncio.TimeoutError:
+            raise ConfigTimeout(f"no config within {config_timeout:g} s of the call's "
+                                "start") from None
         if first is None:
             raise InvalidInput("the stream ended before its config")
         session = open_session(config_of(first))
     except CLIENT_ERRORS as error:
-        abort(context, error)
+        await abort(context, error)
+    stream = AsyncSession(session)
     # Cancellation, deadline or a dropped connection: free the slot now, not at the next read.
-    if not context.add_callback(lambda: session.close(Cancelled("the client cancelled the call"))):
-        session.close()  # the call already ended
-        return
-    reader = threading.Thread(target=_feed, args=(requests, session, to_inputs, flush_inputs),
-                              name="stream-reader", daemon=True)
-    reader.start()
+    context.add_done_callback(lambda _: session.close(Cancelled("the client cancelled the call")))
+    reader = asyncio.ensure_future(_feed(requests, stream, to_inputs, flush_inputs))
     try:
-        for output in session:
+        async for output in stream:
             response = to_response(output)
             if response is not None:
                 yield response
     except CLIENT_ERRORS as error:
-        abort(context, error)
+        await abort(context, error)
     finally:
+        reader.cancel()
         session.close()
 
 
-def _feed(requests: Iterator[Any], session: StreamSession,
-          to_inputs: Callable[[Any], Iterable[Any]],
-          flush_inputs: Callable[[], Iterable[Any]]) -> None:
-    """Reader thread: client requests -> session inputs, then half-close."""
+async def _feed(requests: AsyncIterator[Any], stream: AsyncSession,
+                to_inputs: Callable[[Any], Iterable[Any]],
+                flush_inputs: Callable[[], Iterable[Any]]) -> None:
+    """Client requests -> session inputs, then half-close (a task beside the responses)."""
     try:
-        for request in requests:
+        async for request in requests:
             if request.WhichOneof("request") == "config":
                 raise InvalidInput("a stream takes one config, in its first request only; "
                                    "got a second one")
             for item in to_inputs(request):
-                session.send(item)
+                await stream.send(item)
         for item in flush_inputs():
-            session.send(item)
-        session.finish()
+            await stream.send(item)
+        stream.finish()
     except CLIENT_ERRORS as error:
-        session.close(error if not isinstance(error, PcmError) else InvalidInput(str(error)))
-    except grpc.RpcError:  # the call ended under us (cancelled, deadline): nothing to report
-        session.close(Cancelled("the client cancelled the call"))
-    except Exception as error:  # a bug: this thread is the last place that can report it
+        stream.close(error if not isinstance(error, PcmError) else InvalidInput(str(error)))
+    except (grpc.RpcError, asyncio.CancelledError):  # the call ended under us: nothing to say
+        stream.close(Cancelled("the client cancelled the call"))
+    except Exception as error:  # a bug: this task is the last place that can report it
         log.exception("reading a stream failed")
-        session.close(EngineFailure(f"internal error reading the stream: {error}"))
+        stream.close(EngineFailure(f"internal error reading the stream: {error}"))

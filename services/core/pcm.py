@@ -93,6 +93,19 @@ class FrameSplitter:
         self._pending = self._pending[:0]
         return np.concatenate([frames, last])
 
+    def pad(self, samples: int) -> np.ndarray:
+        """Frames completed by ``samples`` zeros added after the audio so far, at 24 kHz (not
+        counted as received: a recogniser's silence prefix)."""
+        return self._frames(np.zeros(samples, dtype=np.float32))
+
+    def flush_dropping_partial(self, silence: int = 0) -> np.ndarray:
+        """The end of the stream framed as a recogniser frames a clip: the resampler drained,
+        ``silence`` zeros (24 kHz) appended, a partial last frame dropped."""
+        tail = np.concatenate([self._resampler.flush(), np.zeros(silence, np.float32)])
+        frames = self._frames(tail)
+        self._pending = self._pending[:0]
+        return frames
+
     def _frames(self, audio: np.ndarray) -> np.ndarray:
         pending = np.concatenate([self._pending, audio])
         whole = len(pending) // self.frame_size * self.frame_size

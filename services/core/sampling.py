@@ -1,4 +1,4 @@
-"""Token sampling, kept outside the models (spec §2.5).
+"""Token sampling, kept outside the models (docs/architecture.md#sampling).
 
 Per row: greedy (argmax) when the temperature is <= 0; otherwise softmax(logits / T), keep the
 top-k entries (all when top_k <= 0), and draw with the exponential race argmax(p / E),

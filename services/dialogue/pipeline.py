@@ -1,4 +1,7 @@
-"""One dialogue = three streams chained: Mimi encoder -> Moshi LM -> Mimi decoder.
+"""A dialogue over a codec and an LM that are not one engine (``--mimi-address`` /
+``--lm-address``): three streams chained, Mimi encoder -> Moshi LM -> Mimi decoder. (When
+both are in this process the dialogue is one session of their shared engine instead:
+``services.dialogue.mode``.)
 
     user frames --send--> encoder ==codes==> [pump thread] --> LM ==Moshi's frames==> decoder
                                                                      (consumer thread)  |
@@ -12,7 +15,6 @@ running Mimi and LM servers, and both give the same frames.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -20,15 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.core.engine import EngineError
+from services.dialogue.mode import DialogueFrame
 from services.moshi_lm import moshi_lm_pb2
-
-
-@dataclasses.dataclass(frozen=True)
-class DialogueFrame:
-    index: int  # Moshi's frame number: it plays from index * 80 ms after the stream start
-    audio: np.ndarray  # [1920] float32 at 24 kHz
-    text_token: int
-    text: str  # display text of the token ("" for padding)
 
 
 class Codec(Protocol):

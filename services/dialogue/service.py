@@ -5,7 +5,6 @@ services' engines) or remote (``RemoteMimi`` / ``RemoteLM``)."""
 from __future__ import annotations
 
 import logging
-import secrets
 
 import numpy as np
 
@@ -13,8 +12,10 @@ from services.core import grpc_stream
 from services.core.constants import FRAME_SIZE, SAMPLE_RATE
 from services.core.engine import Engine, Unsupported, run_session
 from services.core.pcm import FrameSplitter, check_encoding, encode_pcm
+from services.core.validation import resolve_seed
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
-from services.dialogue.pipeline import Codec, DialogueFrame, DialogueSession, LanguageModel
+from services.dialogue.mode import DialogueFrame, DialogueMode
+from services.dialogue.pipeline import Codec, DialogueSession, LanguageModel
 from services.moshi_lm import moshi_lm_pb2
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,25 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                  lm_where: str = "in-process"):
         self.codec, self.lm = codec, lm
         self.codec_where, self.lm_where = codec_where, lm_where
+        # A codec and an LM on one engine (in this process): a dialogue is one session of it.
+        shared = getattr(codec, "engine", None)
+        self._engine = shared if shared is not None and shared is getattr(lm, "engine", None) \
+            else None
 
     def open(self, config: dialogue_pb2.DialogueConfig) -> DialogueSession:
         """A dialogue taking 1920-sample float32 frames of the user's voice at 24 kHz."""
         self.check_supported()
-        # The dialogue draws the seed when the client gives none, so that a remote LM and an
-        # in-process one see the same config.
-        seed = config.seed if config.HasField("seed") else secrets.randbits(63)
-        return DialogueSession(self.codec, self.lm, moshi_lm_pb2.GenerateConfig(
+        # The seed is settled here (services.core.validation's policy), so that a remote LM
+        # and an in-process one see the same config.
+        generate = moshi_lm_pb2.GenerateConfig(
             text_sampling=config.text_sampling, audio_sampling=config.audio_sampling,
-            seed=seed))
+            seed=resolve_seed(config))
+        if self._engine is None:
+            return DialogueSession(self.codec, self.lm, generate)
+        cfg = self.lm.cfg
+        return self._engine.open(DialogueMode(self.lm.settings(generate),
+                                              cfg.num_input_codebooks, cfg.dep_q,
+                                              self.lm.pieces))
 
     def check_supported(self) -> None:
         info = self.lm.info()
@@ -69,13 +79,13 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
 
     # ---- RPCs ------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return dialogue_pb2.DialogueInfo(
             sample_rate_hertz=SAMPLE_RATE, frame_size=FRAME_SIZE,
             model_delay_frames=self.lm.info().max_delay, mimi=self.codec_where,
             lm=self.lm_where)
 
-    def Converse(self, request_iterator, context):
+    async def Converse(self, request_iterator, context):
         splitter: FrameSplitter | None = None
         output_encoding = 0
 
@@ -91,7 +101,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                 text_token=frame.text_token, text=frame.text,
                 audio_received_seconds=splitter.seconds_received)
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session,
             to_inputs=lambda request: splitter.push(request.audio),
-            flush_inputs=lambda: splitter.flush(), to_response=respond)
+            flush_inputs=lambda: splitter.flush(), to_response=respond):
+            yield response

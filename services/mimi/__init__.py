@@ -9,11 +9,10 @@
     pcm = model.decode_step(codes, dec, active)  # [B, K, k] -> [B, 1, 1920 * k]
     enc.reset(mask)                              # restart the sessions in mask [B]
 
-StreamingEncoder buffers audio chunks of any size per session; codes_file reads and writes
-the codes files of ``moshi-services mimi``.
+Serving sessions stream through ``services.core.tick`` (``FrameSplitter`` buffers their
+audio); codes_file reads and writes the codes files of ``moshi-services mimi``.
 """
 
-from services.mimi.buffering import StreamingEncoder
 from services.mimi.codes_file import CodesFile, CodesFileError, load_codes, save_codes
 from services.mimi.config import PRESETS, MimiConfig, get_preset
 from services.mimi.loading import CHECKPOINT_NAMES, build_random_mimi, load_mimi
@@ -28,7 +27,6 @@ __all__ = [
     "EncoderState",
     "MimiConfig",
     "MimiModel",
-    "StreamingEncoder",
     "build_random_mimi",
     "get_preset",
     "load_codes",

@@ -87,7 +87,8 @@ def _codec_transformer(d_model: int, num_heads: int, num_layers: int, dim_feedfo
 
 
 PRESETS: dict[str, MimiConfig] = {
-    # Kyutai's published codec (spec §1): tokenizer-e351c8d8-checkpoint125.safetensors.
+    # Kyutai's published codec (docs/architecture.md#mimi):
+    # tokenizer-e351c8d8-checkpoint125.safetensors.
     "mimi_202407": MimiConfig(
         seanet=SeanetConfig(),
         transformer=_codec_transformer(512, 8, 8, 2048, context=250),
@@ -99,6 +100,20 @@ PRESETS: dict[str, MimiConfig] = {
         seanet=SeanetConfig(dimension=64, n_filters=8),
         transformer=_codec_transformer(64, 4, 2, 128, context=250),
         quantizer=QuantizerConfig(dimension=32, input_dimension=64, output_dimension=64),
+    ),
+    # A codec whose step costs next to nothing (bench/bench_serving.py's null model): what a
+    # serving benchmark then measures is the server around it. It keeps the frame geometry
+    # callers rely on (1920-sample frames at 24 kHz, 32 codebooks) with the fewest, narrowest
+    # layers: one SEANet stage (hop 960, then the learnt x2 downsampling) one channel wide,
+    # kernel-1 convs at the sample rate, no residual blocks, one 8-wide transformer layer, and
+    # 64-entry codebooks (matching the "null" LM's card). Its codes barely vary: it is a
+    # stand-in for timing, not a codec.
+    "null": MimiConfig(
+        seanet=SeanetConfig(dimension=8, n_filters=1, n_residual_layers=0, ratios=(960,),
+                            kernel_size=1, last_kernel_size=1),
+        transformer=_codec_transformer(8, 2, 1, 8, context=8),
+        quantizer=QuantizerConfig(dimension=8, bins=64, input_dimension=8,
+                                  output_dimension=8),
     ),
 }
 

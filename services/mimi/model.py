@@ -170,7 +170,7 @@ class MimiModel(nn.Module):
         if pcm.shape[-1] == 0 or pcm.shape[-1] % self.frame_size:
             raise ValueError(f"streaming encode needs a positive multiple of {self.frame_size} "
                              f"samples, got {pcm.shape[-1]}; buffer whole frames first "
-                             "(StreamingEncoder does)")
+                             "(FrameSplitter does)")
         x = pcm.to(self.dtype).reshape(pcm.shape[0], -1, 1)  # mono: [B, N, 1]
         x = self.encoder(x, state.seanet, active)
         x = self.encoder_transformer(x, state.transformer, active)

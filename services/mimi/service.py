@@ -1,8 +1,10 @@
-"""The Mimi gRPC service (protos/services/mimi/mimi.proto): thin handlers over the Mimi engine.
+"""The Mimi gRPC service (protos/services/mimi/mimi.proto): thin handlers over an engine with
+the codec (``services.core.tick``): its own, or the LM's, whose ticks then batch these streams
+with the dialogue, recognition and synthesis sessions.
 
-Streams go through the batching engine (one slot each); unary Encode/Decode run a batch call
-of the model on the handler thread while holding a slot, so they count against the same
-``max_sessions``.
+Streams go through the engine (one codec slot each); unary Encode/Decode run a batch call of
+the model on the handler thread while holding a codec slot, so they count against the same
+slots.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import numpy as np
 import torch
 
 from services.core import grpc_stream
+from services.core.aio import run_blocking
 from services.core.audio import resample
 from services.core.common_pb2 import CodeFrame
 from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import check_codes
 from services.core.pcm import FrameSplitter, check_encoding, decode_pcm, encode_pcm
+from services.core.tick import speech_engine
 from services.mimi import mimi_pb2, mimi_pb2_grpc
+from services.mimi.mode import DecodeMode, EncodeMode
 from services.mimi.model import MimiModel
-from services.mimi.stepper import MimiStream, mimi_engine
 
 SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
 
@@ -27,16 +31,17 @@ SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
 class MimiService(mimi_pb2_grpc.MimiServicer):
     name = SERVICE_NAME
 
-    def __init__(self, model: MimiModel, engine: Engine, owns_engine: bool = True):
-        self.model, self.engine, self._owns_engine = model, engine, owns_engine
+    def __init__(self, model: MimiModel, engine: Engine):
+        """``engine``: a ``speech_engine`` holding ``model`` as its codec."""
+        self.model, self.engine = model, engine
 
     @classmethod
     def create(cls, model: MimiModel, max_sessions: int = 8, idle_timeout: float = 30.0,
                batch_window: float = 0.0) -> MimiService:
-        """``max_sessions`` encoding plus ``max_sessions`` decoding streams (or unary calls);
-        ``batch_window``: see ``Engine``."""
-        return cls(model, mimi_engine(model, max_sessions, idle_timeout,
-                                      batch_window=batch_window))
+        """On an engine of its own: ``max_sessions`` encoding plus ``max_sessions`` decoding
+        streams (or unary calls); ``batch_window``: see ``Engine``."""
+        return cls(model, speech_engine(max_sessions, codec=model, idle_timeout=idle_timeout,
+                                        batch_window=batch_window))
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------
 
@@ -50,13 +55,12 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
     def open_encoder(self, num_codebooks: int = 0) -> Session:
         """A session taking 1920-sample float32 frames and giving code frames [K]."""
-        return self.engine.open(MimiStream(True, self.check_num_codebooks(num_codebooks)),
-                                among=self.engine.stepper.encoder_slots)
+        return self.engine.open(EncodeMode(self.check_num_codebooks(num_codebooks)))
 
     def open_decoder(self, num_codebooks: int) -> Session:
         """A session taking code frames [K] and giving 1920-sample float32 frames."""
         k = self.check_num_codebooks(num_codebooks, default=False)
-        return self.engine.open(MimiStream(False, k), among=self.engine.stepper.decoder_slots)
+        return self.engine.open(DecodeMode(k))
 
     # ---- GrpcService -----------------------------------------------------------------------
 
@@ -72,35 +76,39 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
         run_session(self.open_decoder(len(codes[0])), codes)
 
     def close(self) -> None:
-        if self._owns_engine:
-            self.engine.stop()
+        """Nothing of its own: the engine belongs to whoever built it (``close_all``)."""
 
     # ---- RPCs ------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         cfg = self.model.cfg
         return mimi_pb2.MimiInfo(
             model=self.model.name, sample_rate_hertz=cfg.sample_rate,
             frame_rate_hertz=cfg.frame_rate, frame_size=cfg.frame_size,
             cardinality=cfg.cardinality, max_codebooks=cfg.max_codebooks,
             default_codebooks=self.model.num_codebooks,
-            max_sessions=self.engine.stepper.max_streams)
+            max_sessions=self.engine.stepper.max_sessions)
 
-    def Encode(self, request, context):
+    async def Encode(self, request, context):
         try:
             config = request.config
             k = self.check_num_codebooks(config.num_codebooks)
             splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)  # validates
             audio = resample(decode_pcm(request.audio, splitter.encoding),
                              splitter.sample_rate, SAMPLE_RATE)
-            with self.engine.reserve(self.engine.stepper.encoder_slots), torch.inference_mode():
-                codes = self.model.encode(self._tensor(audio)[None, None], k)[0]
+
+            def encode():
+                with self.engine.reserve(self.engine.stepper.encoder_slots), \
+                        torch.inference_mode():
+                    return self.model.encode(self._tensor(audio)[None, None], k)[0]
+
+            codes = await run_blocking(encode)
         except grpc_stream.CLIENT_ERRORS as error:
-            grpc_stream.abort(context, error)
+            await grpc_stream.abort(context, error)
         return mimi_pb2.EncodeResponse(codes=_codes_message(codes.cpu().numpy()),
                                        num_samples=len(audio))
 
-    def Decode(self, request, context):
+    async def Decode(self, request, context):
         try:
             encoding = check_encoding(request.encoding)
             codes = self._clip_codes(request.codes)
@@ -108,15 +116,20 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             if not 0 <= request.num_samples <= length:
                 raise InvalidInput(f"num_samples must be in 0..{length} (1920 per frame), "
                                    f"got {request.num_samples}")
-            with self.engine.reserve(self.engine.stepper.decoder_slots), torch.inference_mode():
-                audio = self.model.decode(torch.from_numpy(codes)[None].to(self._device()))
+
+            def decode():
+                with self.engine.reserve(self.engine.stepper.decoder_slots), \
+                        torch.inference_mode():
+                    return self.model.decode(torch.from_numpy(codes)[None].to(self._device()))
+
+            audio = await run_blocking(decode)
         except grpc_stream.CLIENT_ERRORS as error:
-            grpc_stream.abort(context, error)
+            await grpc_stream.abort(context, error)
         audio = audio[0, 0, : request.num_samples or length].float().cpu().numpy()
         return mimi_pb2.DecodeResponse(audio=encode_pcm(audio, encoding),
                                        sample_rate_hertz=SAMPLE_RATE, num_samples=len(audio))
 
-    def StreamingEncode(self, request_iterator, context):
+    async def StreamingEncode(self, request_iterator, context):
         splitter: FrameSplitter | None = None
         frames_out = 0
 
@@ -132,12 +145,13 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
                 frame_index=frames_out - 1, frame=CodeFrame(codes=codes.tolist()),
                 audio_received_seconds=splitter.seconds_received)
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session,
             to_inputs=lambda request: splitter.push(request.audio),
-            flush_inputs=lambda: splitter.flush(), to_response=respond)
+            flush_inputs=lambda: splitter.flush(), to_response=respond):
+            yield response
 
-    def StreamingDecode(self, request_iterator, context):
+    async def StreamingDecode(self, request_iterator, context):
         config = None
         frames_out = 0
 
@@ -157,8 +171,10 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             return mimi_pb2.StreamingDecodeResponse(frame_index=frames_out - 1,
                                                     audio=encode_pcm(audio, config.encoding))
 
-        return grpc_stream.serve_stream(request_iterator, context, open_session=open_session,
-                                        to_inputs=to_inputs, to_response=respond)
+        async for response in grpc_stream.serve_stream(
+                request_iterator, context, open_session=open_session, to_inputs=to_inputs,
+                to_response=respond):
+            yield response
 
     # ---- helpers ---------------------------------------------------------------------------
 

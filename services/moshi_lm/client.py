@@ -9,7 +9,7 @@ import numpy as np
 from services.core.common_pb2 import CodeFrame
 from services.core.grpc_client import RemoteStream, bearer_metadata, engine_error
 from services.moshi_lm import moshi_lm_pb2, moshi_lm_pb2_grpc
-from services.moshi_lm.stepper import LMFrame
+from services.moshi_lm.mode import LMFrame
 
 
 class RemoteLM:

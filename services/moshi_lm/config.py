@@ -180,7 +180,8 @@ def _as_field_value(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-# Exact-name presets. Values from Kyutai's published configurations (spec §2.1, §3.2).
+# Exact-name presets. Values from Kyutai's published configurations
+# (docs/architecture.md#lm-config, #stt-layout).
 PRESETS: dict[str, LMConfig] = {
     "moshi_7b": LMConfig(),
     "stt_1b_en_fr": LMConfig(
@@ -204,6 +205,17 @@ PRESETS: dict[str, LMConfig] = {
         dim=64, num_heads=4, num_layers=2, context=64, text_card=300, card=2048,
         depformer_dim=32, depformer_dim_feedforward=132, depformer_num_heads=2,
         depformer_num_layers=2),
+    # The Moshi layout (8 + 8 audio codebooks, text and audio out) at the smallest size that
+    # still runs every code path: the null model of bench/bench_serving.py, whose step costs
+    # next to nothing so the benchmark measures serving overhead. card 64 matches the "null"
+    # Mimi's codebooks (a 2048-way argmax per codebook would be most of the step at batch
+    # 256); text_card stays 300 so the built-in byte tokenizer's ids (4..259) fit. Greedy by
+    # default: top-k sampling would cost more than the network.
+    "null": LMConfig(
+        dim=8, num_heads=2, num_layers=1, hidden_scale=1.0, context=8, text_card=300,
+        card=64, depformer_dim=8, depformer_dim_feedforward=8, depformer_num_heads=2,
+        depformer_num_layers=1,
+        lm_gen_config={"temp": 0.0, "temp_text": 0.0, "top_k": 0, "top_k_text": 0}),
 }
 
 

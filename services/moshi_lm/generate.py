@@ -1,4 +1,5 @@
-"""Streaming generation with the Moshi LM for B independent sessions at once (spec §2.6).
+"""Streaming generation with the Moshi LM for B independent sessions at once
+(docs/architecture.md §2.6).
 
 Each session has its own delay vector (one per stream: text, then n_q audio codebooks), so one
 set of weights runs Moshi's delays, text delayed behind audio (ASR) or audio behind text (TTS)

@@ -168,13 +168,12 @@ class LMModel(nn.Module):
     def temporal(self, x: Tensor, state: TransformerState | None = None,
                  active: Tensor | None = None) -> TemporalOutput:
         """Summed embeddings [B, T, dim] -> hidden state, text logits and extra-head probs."""
-        out = self.transformer(x, state, active)
+        hidden = self.out_norm(self.transformer(x, state, active))
         extra = None
         if len(self.extra_heads):
-            # The VAD heads read the transformer output before out_norm (golden README §A).
-            extra = torch.stack([F.softmax(h(out).float(), dim=-1) for h in self.extra_heads],
+            # The pause heads read the normalised vector the text head reads (docs §3.4).
+            extra = torch.stack([F.softmax(h(hidden).float(), dim=-1) for h in self.extra_heads],
                                 dim=-2)
-        hidden = self.out_norm(out)
         return TemporalOutput(hidden, self.text_linear(hidden).float(), extra)
 
     # ---- depth transformer ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Conditioning of Kyutai's TTS models (spec §3.3).
+"""Conditioning of Kyutai's TTS models (docs/architecture.md §4).
 
 - ``cfg`` and ``control`` are look-up-table conditioners: a value (e.g. "2.0", "ok") picks an
   embedding row, projected to the model width and *summed* into the input at every step.

@@ -1,4 +1,4 @@
-"""Token embeddings specific to Kyutai's TTS checkpoints (spec §3.3).
+"""Token embeddings specific to Kyutai's TTS checkpoints (docs/architecture.md §4).
 
 - ``DemuxTextEmbedding``: the text stream carries two muxed tokens per step (main and
   look-ahead), id = (second + 1) * card + main; it embeds them as the sum of two projections of

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
+from services.builtin import BuiltinTokenizer
 from services.core.checkpoint import build_on_meta, load_into, load_state_dict, resolve_file
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.loader import load_config, prepare_for_inference
 from services.tts.model import TTSModel
-from services.tts.script import TextTokenizer
+from services.tts.script import WordEncoder
 
 DEFAULT_REPO = "kyutai/tts-1.6b-en_fr"
 BUILTIN_VOICE_LENGTH = 10  # frames of the built-in model's random voice
@@ -22,27 +23,11 @@ BUILTIN_VOICE_LENGTH = 10  # frames of the built-in model's random voice
 @dataclasses.dataclass
 class TTSBundle:
     model: TTSModel
-    tokenizer: TextTokenizer
+    tokenizer: WordEncoder
     name: str
 
 
-class ByteTokenizer:
-    """UTF-8 bytes as tokens 4..259, each word starting with a space: the text tokenizer of
-    the built-in random models (which have no SentencePiece file)."""
-
-    OFFSET = 4
-
-    def encode(self, text: str) -> list[int]:
-        return [self.OFFSET + b for b in b" " + text.encode("utf-8")]
-
-    def decode(self, ids) -> str:
-        data = bytes(i - self.OFFSET for i in ids if self.OFFSET <= i < self.OFFSET + 256)
-        text = data.decode("utf-8", errors="replace")
-        # A random model writes any bytes: keep its words on one line.
-        return "".join(c if c.isprintable() or c == " " else "\ufffd" for c in text)
-
-
-def _sentencepiece(path: Path) -> TextTokenizer:
+def _sentencepiece(path: Path) -> WordEncoder:
     import sentencepiece
 
     return sentencepiece.SentencePieceProcessor(model_file=str(path))
@@ -110,4 +95,4 @@ def build_random_tts(seed: int = 0, device: torch.device | str = "cpu",
                 torch.nn.init.normal_(param, std=0.2)
         voice = torch.randn(1, 32, BUILTIN_VOICE_LENGTH)
     model = prepare_for_inference(model.to(device=device, dtype=dtype))
-    return TTSBundle(model, ByteTokenizer(), f"random-tts-seed{seed}"), voice
+    return TTSBundle(model, BuiltinTokenizer(), f"random-tts-seed{seed}"), voice

@@ -1,4 +1,4 @@
-"""Kyutai's TTS model (DSM-TTS, spec §3.3): the Moshi LM with
+"""Kyutai's TTS model (DSM-TTS, docs/architecture.md §4): the Moshi LM with
 
 - a demuxed text embedding (main + look-ahead stream muxed in one id), in the temporal and the
   depth transformer;

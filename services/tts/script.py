@@ -1,4 +1,5 @@
-"""From text to the entries the TTS word state machine lays on the 12.5 Hz grid (spec §3.3).
+"""From text to the entries the TTS word state machine lays on the 12.5 Hz grid
+(docs/architecture.md §4.3).
 
 A script is a list of turns. Each word becomes one ``Entry``: its SentencePiece tokens (the
 first word of a turn gets the speaker token in front) and the padding steps it forces after it.
@@ -23,7 +24,9 @@ _BREAK = re.compile(r"""<break\s+time\s*=\s*["']?([0-9]*\.?[0-9]+)\s*s["']?\s*/?
 _WHITESPACE = re.compile(r"\s+")
 
 
-class TextTokenizer(Protocol):
+class WordEncoder(Protocol):
+    """What a script needs of a tokenizer: text to token ids (SentencePiece, built-in)."""
+
     def encode(self, text: str) -> list[int]: ...
 
 
@@ -73,7 +76,7 @@ def _words(text: str) -> list[str]:
 class ScriptBuilder:
     """Turns the text of one turn, possibly arriving in chunks, into entries."""
 
-    def __init__(self, tokenizer: TextTokenizer, turn_index: int = 0, padding_between: int = 1,
+    def __init__(self, tokenizer: WordEncoder, turn_index: int = 0, padding_between: int = 1,
                  multi_speaker: bool = True):
         self.tokenizer = tokenizer
         self.padding_between = padding_between
@@ -125,7 +128,7 @@ def _last_space_end(text: str, end: int) -> int:
     return max((m.end() for m in _WHITESPACE.finditer(text, 0, end)), default=0)
 
 
-def prepare_script(turns: Sequence[str], tokenizer: TextTokenizer, padding_between: int = 1,
+def prepare_script(turns: Sequence[str], tokenizer: WordEncoder, padding_between: int = 1,
                    multi_speaker: bool = True) -> list[Entry]:
     """Entries of a whole script, one turn after the other."""
     entries = []

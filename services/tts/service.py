@@ -1,33 +1,29 @@
-"""The TTS gRPC service (protos/services/tts/tts.proto): thin handlers over the TTS engine and a
-codec (the Mimi service's decoder sessions)."""
+"""The TTS gRPC service (protos/services/tts/tts.proto): a thin adapter over synthesis
+sessions of an engine (``SynthesisMode`` on a Kyutai TTS checkpoint's engine, or on a
+Moshi-architecture LM's engine next to its dialogues); the codec decodes in the same tick."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 
-import numpy as np
 import torch
 
 from services.core import grpc_stream
+from services.core.aio import AsyncSession
 from services.core.audio import StreamResampler
-from services.core.constants import SAMPLE_RATE
-from services.core.engine import Engine, InvalidInput
+from services.core.constants import FRAME_RATE, SAMPLE_RATE
+from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import PcmError, check_encoding, check_sample_rate, encode_pcm
+from services.core.validation import resolve_seed, sampling_params
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
-from services.moshi_lm.service import MAX_SEED, _sampling
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.conditioning import list_voices, load_voice, resolve_voice
-from services.tts.delayed_audio import DelayedAudioTTS
-from services.tts.generate import TTSGenerator, TTSRequest
-from services.tts.lm_stream import LMSynthesisBackend
-from services.tts.loading import TTSBundle
-from services.tts.pipeline import Codec, SynthesisChunk, SynthesisSession
-from services.tts.script import TextTokenizer
-from services.tts.stepper import EngineBackend, tts_engine
+from services.tts.mode import SynthesisChunk, SynthesisMode, TTSRequest, check_request
+from services.tts.script import WordEncoder
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["SpeechSynthesis"].full_name
 DEFAULT_CFG = 2.0
@@ -36,75 +32,87 @@ DEFAULT_CFG = 2.0
 class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
     name = SERVICE_NAME
 
-    def __init__(self, backend: EngineBackend | LMSynthesisBackend, codec: Codec,
+    def __init__(self, engine: Engine, cfg: LMConfig, model_name: str,
+                 make_mode: Callable[[TTSRequest], SynthesisMode],
+                 check: Callable[[TTSRequest], None], audio_delay: float,
+                 voice_conditioning: bool = False, cfg_values: list[str] | None = None,
                  voices_dir: str | os.PathLike | None = None,
                  default_voice: torch.Tensor | None = None):
-        self.backend, self.codec, self.cfg = backend, codec, backend.cfg
-        self.engine = backend.engine
+        """``make_mode`` makes each session's mode from its checked request (``check`` raises
+        ValueError); ``cfg_values``: the cfg_coef values the model takes (None: any)."""
+        self.engine, self.cfg, self.model_name = engine, cfg, model_name
+        self.make_mode, self.check = make_mode, check
+        self.audio_delay, self.voice_conditioning = audio_delay, voice_conditioning
+        self.cfg_values = cfg_values
         self.voices_dir, self.default_voice = voices_dir, default_voice
-        self.defaults = SamplingSettings.from_lm_gen_config(self.cfg.lm_gen_config)
+        self.defaults = SamplingSettings.from_lm_gen_config(cfg.lm_gen_config)
         self._voices: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def create(cls, bundle: TTSBundle, codec: Codec, max_sessions: int = 8,
-               voices_dir: str | os.PathLike | None = None,
-               default_voice: torch.Tensor | None = None, voice_length: int | None = None,
-               idle_timeout: float = 30.0) -> TTSService:
-        """On a Kyutai TTS model, with its own engine."""
-        length = voice_length or (default_voice.shape[-1] if default_voice is not None else None)
-        generator = TTSGenerator(bundle.model, bundle.tokenizer, max_sessions, length)
-        engine = tts_engine(generator, max_sessions, idle_timeout)
-        return cls(EngineBackend(generator, engine, bundle.name), codec, voices_dir,
-                   default_voice)
+    def on_tts(cls, engine: Engine, model, tokenizer: WordEncoder, model_name: str,
+               voice_length: int | None, voices_dir: str | os.PathLike | None = None,
+               default_voice: torch.Tensor | None = None) -> TTSService:
+        """On a Kyutai TTS checkpoint's engine (``model`` a TTSModel; the engine's state
+        sized for voices of ``voice_length``)."""
+        provider = getattr(model, "condition_provider", None)
+        lut = provider.conditioners["cfg"] if provider is not None \
+            and "cfg" in provider.conditioners else None
+        return cls(engine, model.cfg, model_name,
+                   lambda request: SynthesisMode.for_tts(model, tokenizer, request),
+                   lambda request: check_request(model, request, voice_length),
+                   model.tts_config.audio_delay, bool(model.cfg.extra.get("cross_attention")),
+                   None if lut is None else lut.possible_values, voices_dir, default_voice)
 
     @classmethod
-    def on_lm_engine(cls, engine: Engine, cfg: LMConfig, tokenizer: TextTokenizer,
-                     codec: Codec, name: str, audio_delay_frames: int,
-                     silence: np.ndarray) -> TTSService:
-        """On a Moshi-architecture LM's engine (shared with its dialogue sessions), the audio
-        delayed ``audio_delay_frames`` behind the forced text; ``silence``: codes of a silent
-        frame for the user's streams. The engine's max_delay must allow the delay."""
-        mode = DelayedAudioTTS(cfg, audio_delay_frames, silence)
-        return cls(LMSynthesisBackend(engine, mode, tokenizer, name), codec)
+    def on_moshi(cls, engine: Engine, cfg: LMConfig, tokenizer: WordEncoder,
+                 model_name: str, audio_delay_frames: int) -> TTSService:
+        """On a Moshi-architecture LM's engine (shared with its dialogues), the audio delayed
+        ``audio_delay_frames`` behind the forced text; the engine's max_delay must allow it.
+        No voice, no cfg condition, no speed bias."""
+        def check(request: TTSRequest) -> None:
+            if any(v is not None for v in request.voices):
+                raise ValueError("this model takes no voice")
+
+        def make(request: TTSRequest) -> SynthesisMode:
+            return SynthesisMode.for_moshi(cfg, tokenizer, audio_delay_frames, request.sampling,
+                                           request.num_codebooks)
+
+        return cls(engine, cfg, model_name, make, check, audio_delay_frames / FRAME_RATE)
 
     # ---- sessions ---------------------------------------------------------------------------
 
     def request(self, config: tts_pb2.SynthesisConfig) -> TTSRequest:
         """A validated config as a request (InvalidInput says what is wrong)."""
         d, cfg = self.defaults, self.cfg
-        text = _sampling(config.text_sampling, d.text_temperature, d.text_top_k,
-                         cfg.text_vocab, "text")
-        audio = _sampling(config.audio_sampling, d.audio_temperature, d.audio_top_k, cfg.card,
-                          "audio")
-        seed = config.seed if config.HasField("seed") else 0
-        if seed > MAX_SEED:
-            raise InvalidInput(f"seed must be below 2**63, got {seed}")
+        text = sampling_params(config.text_sampling, d.text_temperature, d.text_top_k,
+                               cfg.text_vocab, "text")
+        audio = sampling_params(config.audio_sampling, d.audio_temperature, d.audio_top_k,
+                                cfg.card, "audio")
         cfg_coef = config.cfg_coef if config.HasField("cfg_coef") else DEFAULT_CFG
-        allowed = self.backend.cfg_values
-        if allowed is not None and f"{cfg_coef:.1f}" not in allowed:
-            raise InvalidInput(f"cfg_coef must be one of {', '.join(allowed)}, got {cfg_coef}")
+        if self.cfg_values is not None and f"{cfg_coef:.1f}" not in self.cfg_values:
+            raise InvalidInput(f"cfg_coef must be one of {', '.join(self.cfg_values)}, "
+                               f"got {cfg_coef}")
         n_q = config.num_codebooks or cfg.dep_q
         if not 1 <= n_q <= cfg.dep_q:
             raise InvalidInput(f"num_codebooks must be in 1..{cfg.dep_q} (0 = all), got {n_q}")
         if not math.isfinite(config.speed_bias) or abs(config.speed_bias) > 10:
             raise InvalidInput(f"speed_bias must be in [-10, 10], got {config.speed_bias}")
-        voice = self._voice(config.voice) if self.backend.voice_conditioning or config.voice \
-            else None
+        voice = self._voice(config.voice) if self.voice_conditioning or config.voice else None
         request = TTSRequest(
             voices=(voice,), cfg_coef=cfg_coef,
-            sampling=SamplingSettings(text[0], text[1], audio[0], audio[1], seed),
+            sampling=SamplingSettings(text[0], text[1], audio[0], audio[1],
+                                      resolve_seed(config)),
             num_codebooks=n_q, padding_bonus=config.speed_bias)
         try:
-            self.backend.check(request)
+            self.check(request)
         except ValueError as error:
             raise InvalidInput(str(error)) from None
         return request
 
-    def open(self, config: tts_pb2.SynthesisConfig, text: str = "",
-             end_of_input: bool = False) -> SynthesisSession:
-        request = self.request(config)
-        return SynthesisSession(lambda inbox: self.backend.open_stream(request, inbox),
-                                self.codec, request.num_codebooks, text, end_of_input)
+    def open(self, config: tts_pb2.SynthesisConfig) -> Session:
+        """A synthesis session: send text chunks (``str``), then ``finish``; it gives
+        ``SynthesisChunk``s (and None for steps with nothing to tell)."""
+        return self.engine.open(self.make_mode(self.request(config)))
 
     def _voice(self, name: str) -> torch.Tensor | None:
         if not name:
@@ -118,7 +126,7 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                 voice = load_voice(resolve_voice(self.voices_dir, name))
             except (FileNotFoundError, ValueError) as error:
                 raise InvalidInput(str(error)) from None
-            self._voices[name] = voice.to(self.backend.device)
+            self._voices[name] = voice.to(self.engine.stepper.device)
         return self._voices[name]
 
     # ---- GrpcService ------------------------------------------------------------------------
@@ -127,78 +135,86 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         tts_pb2_grpc.add_SpeechSynthesisServicer_to_server(self, server)
 
     def engines(self) -> list[Engine]:
-        return [self.engine] if self.backend.owns_engine else []
+        return [self.engine]
 
     def warm_up(self) -> None:
-        if self.default_voice is not None or not self.backend.voice_conditioning:
-            self.open(tts_pb2.SynthesisConfig(), "warm up", end_of_input=True).close()
+        if self.default_voice is not None or not self.voice_conditioning:
+            run_text(self.open(tts_pb2.SynthesisConfig()), "warm up")
 
     def close(self) -> None:
-        if self.backend.owns_engine:
-            self.engine.stop()
+        """Nothing of its own: the engine belongs to whoever built it."""
 
     # ---- RPCs -------------------------------------------------------------------------------
 
-    def GetInfo(self, request, context):
+    async def GetInfo(self, request, context):
         return tts_pb2.SynthesizerInfo(
-            model=self.backend.name, audio_delay_seconds=self.backend.audio_delay,
-            max_codebooks=self.cfg.dep_q, max_sessions=self.engine.max_sessions,
-            voice_conditioning=self.backend.voice_conditioning)
+            model=self.model_name, audio_delay_seconds=self.audio_delay,
+            max_codebooks=self.cfg.dep_q, max_sessions=self.engine.stepper.max_sessions,
+            voice_conditioning=self.voice_conditioning)
 
-    def ListVoices(self, request, context):
+    async def ListVoices(self, request, context):
         voices = list_voices(self.voices_dir) if self.voices_dir is not None else []
         return tts_pb2.ListVoicesResponse(voices=voices)
 
-    def Synthesize(self, request, context):
-        chunks = list(self._run(request, context))
+    async def Synthesize(self, request, context):
+        chunks = [chunk async for chunk in self._run(request, context)]
         out = _merge(chunks)
         return tts_pb2.SynthesizeResponse(audio=out.audio, words=out.words,
                                           audio_seconds=chunks[-1].audio_seconds if chunks
                                           else 0.0)
 
-    def SynthesizeOnline(self, request, context):
-        yield from self._run(request, context)
+    async def SynthesizeOnline(self, request, context):
+        async for chunk in self._run(request, context):
+            yield chunk
 
-    def StreamingSynthesize(self, request_iterator, context):
-        opened: list[tuple[SynthesisSession, _ChunkWriter]] = []
+    async def StreamingSynthesize(self, request_iterator, context):
+        writers: list[_ChunkWriter] = []
+        sessions: list[Session] = []
 
         def open_session(config):
-            writer = _ChunkWriter(config)
-            opened.append((self.open(config), writer))
-            return opened[0][0]
+            writers.append(_ChunkWriter(config))
+            sessions.append(self.open(config))
+            return sessions[0]
 
         def to_inputs(request):
-            session = opened[0][0]
             kind = request.WhichOneof("request")
-            try:
-                if kind == "text":
-                    session.push_text(request.text)
-                elif kind == "end_of_input":
-                    session.end_text()
-                else:
-                    raise InvalidInput("expected text or end_of_input after the config")
-            except ValueError as error:  # text after the end of input
-                raise InvalidInput(str(error)) from None
-            return ()
+            if kind == "text":
+                return [request.text]
+            if kind == "end_of_input":  # the client may keep the stream open to read
+                sessions[0].finish()
+                return []
+            raise InvalidInput("expected text or end_of_input after the config")
 
-        return grpc_stream.serve_stream(
+        async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session, to_inputs=to_inputs,
-            to_response=lambda chunk: opened[0][1].chunk(chunk))
+            to_response=lambda chunk: None if chunk is None else writers[0].chunk(chunk)):
+            yield response
 
-    def _run(self, request, context) -> Iterator[tts_pb2.SynthesisChunk]:
+    async def _run(self, request, context) -> AsyncIterator[tts_pb2.SynthesisChunk]:
         try:
             if not request.text.strip():
                 raise InvalidInput("the text is empty")
             writer = _ChunkWriter(request.config)
-            session = self.open(request.config, request.text, end_of_input=True)
+            session = self.open(request.config)
         except CLIENT_ERRORS as error:
-            abort(context, error)
-        context.add_callback(session.close)
+            await abort(context, error)
+        context.add_done_callback(lambda _: session.close())
+        stream = AsyncSession(session)
         try:
-            for chunk in session:
-                yield writer.chunk(chunk)
+            await stream.send(request.text)
+            stream.finish()
+            async for chunk in stream:
+                if chunk is not None:
+                    yield writer.chunk(chunk)
+        except CLIENT_ERRORS as error:
+            await abort(context, error)
         finally:
             session.close()
+
+
+def run_text(session: Session, text: str) -> list[SynthesisChunk]:
+    """The chunks of ``text`` synthesized on ``session`` (closed at the end), from a thread."""
+    return [c for c in run_session(session, [text]) if c is not None]
 
 
 class _ChunkWriter:

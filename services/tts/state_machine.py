@@ -1,5 +1,5 @@
-"""The TTS word state machine (spec §3.3, golden README "How the reference's TTS word state
-machine behaves"): it decides, step by step, which text token the model is fed.
+"""The TTS word state machine (docs/architecture.md §4.4-4.6): it decides, step by step, which
+text token the model is fed.
 
 The model proposes a text token at every step; only two proposals matter: ``new_word`` (0,
 "start the next word now") and ``pad`` (3). The machine accepts a new word only when the
@@ -53,7 +53,7 @@ class Fed(NamedTuple):
 
 
 @dataclasses.dataclass
-class Word:
+class ScriptWord:
     text: str
     step: int  # step at which its first token (or the new-word marker) was fed
 
@@ -76,7 +76,7 @@ class WordStateMachine:
         self.step_index = 0
         self.end_step: int | None = None
         self.consumption_times: list[int] = []  # per entry, breaks included
-        self.transcript: list[Word] = []  # per word, breaks excluded
+        self.transcript: list[ScriptWord] = []  # per word, breaks excluded
         self.add(entries)
         if end_of_input:
             self.end_input()
@@ -139,7 +139,7 @@ class WordStateMachine:
         self.forced_padding = entry.padding
         if entry.tokens:
             self._nonempty_cursor += 1
-            self.transcript.append(Word(entry.text, step))
+            self.transcript.append(ScriptWord(entry.text, step))
             self.queued.extend(entry.tokens)
             ahead = self._nonempty_cursor + self.cfg.second_stream_ahead - 1
             if self.cfg.second_stream_ahead and ahead < len(self._nonempty):

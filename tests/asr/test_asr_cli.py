@@ -3,10 +3,10 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from cli.asr import build_asr_service
 from cli.main import main
 from services.core.audio import write_wav
 from services.core.grpc_server import ServerOptions, create_server
+from services.wiring import ModelOptions, build_services, close_all
 
 
 def run(*args):
@@ -25,15 +25,14 @@ def test_asr_in_process_and_server_agree(tmp_path):
     local = events(run(str(path), "--json", "--interim").output)
     finals = [e for e in local if e.get("final")]
     assert finals and all(e["end"] >= e["start"] >= 0 for e in finals)
-    service, codec = build_asr_service(None, None, max_sessions=2)
-    server, port = create_server([codec, service], "127.0.0.1:0", ServerOptions())
+    services = build_services(["asr"], ModelOptions(max_sessions=2))  # as `serve` builds it
+    server, port = create_server(services, "127.0.0.1:0", ServerOptions())
     try:
         remote = events(run(str(path), "--json", "--interim", "--server",
                             f"127.0.0.1:{port}").output)
     finally:
         server.stop(None)
-        service.close()
-        codec.close()
+        close_all(services)
     assert remote == local
     text = run(str(path)).output.splitlines()
     assert len([line for line in text if not line.startswith("warning")]) == len(finals)

@@ -5,51 +5,39 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from services.asr import asr_pb2, asr_pb2_grpc
-from services.asr.delayed_text import DelayedTextASR
+from services.asr.mode import RecognitionMode, final_words, frames_of_clip
 from services.asr.service import ASRService
+from services.builtin import BuiltinTokenizer
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.moshi_lm.generate import SamplingSettings
-from services.moshi_lm.stepper import LMStepper
-from services.tts.loading import ByteTokenizer
-from tests.conftest import tiny_moshi_server
+from tests.conftest import run_alone, tiny_moshi_server
 
 DELAY = 3
-DECODE = ByteTokenizer().decode
+DECODE = BuiltinTokenizer().decode
 
 
 @pytest.fixture(scope="module")
 def setup():
-    def asr(engine, cfg, codec, silence):
-        return ASRService.on_lm_engine(engine, cfg, DECODE, codec, "tiny", DELAY, silence)
+    def asr(engine, cfg):
+        return ASRService.on_moshi(engine, cfg, DECODE, "tiny", DELAY)
 
     with tiny_moshi_server(asr) as stack:
         yield stack
 
 
-def alone(generator, mimi, silence, pcm: np.ndarray):
-    """The reference: the clip framed as the service does, stepped alone on the LM."""
-    mode = DelayedTextASR(generator.cfg, DELAY, silence)
-    samples = np.concatenate([pcm, np.zeros(round((DELAY / 12.5 + 1) * 24000), np.float32)])
-    samples = samples[:len(samples) // 1920 * 1920]
-    with torch.no_grad():
-        codes = mimi.encode(torch.from_numpy(samples)[None, None])[0].T.numpy()
-    stepper = LMStepper(generator, 1, max_delay=8)
-    stepper.start([0], [mode.stream(SamplingSettings(0.0, 0, seed=0))])
-    decoder = mode.decoder(DECODE)
-    for step in mode.inputs(codes):
-        frame = stepper.step([0], [step])[0]
-        if frame is not None:
-            decoder.push(frame.text_token)
-    decoder.flush()
-    return decoder.words
+def alone(generator, mimi, pcm: np.ndarray):
+    """The same recognition alone on a fresh engine of the same models, the clip framed as
+    a clip is."""
+    mode = RecognitionMode.for_moshi(generator.cfg, DELAY, DECODE, SamplingSettings(0.0, 0))
+    return final_words(run_alone(mode, list(frames_of_clip(pcm, mode)), generator, mimi,
+                                 max_delay=8))
 
 
 def test_asr_next_to_a_dialogue_on_one_lm(setup):
-    channel, generator, mimi, silence = setup
+    channel, generator, mimi, _ = setup
     pcm = (0.2 * np.random.default_rng(1).standard_normal(24000 * 2)).astype(np.float32)
     dialogue = dialogue_pb2_grpc.DialogueStub(channel)
     replies = []
@@ -71,8 +59,8 @@ def test_asr_next_to_a_dialogue_on_one_lm(setup):
     responses = list(asr_pb2_grpc.SpeechRecognitionStub(channel).StreamingRecognize(
         iter(requests)))
     talker.join()
-    words = [r.word for r in responses if r.HasField("word")]
-    expected = alone(generator, mimi, silence, pcm)
+    words = [r.word for r in responses if r.HasField("word") and r.word.HasField("end_seconds")]
+    expected = alone(generator, mimi, pcm)
     assert expected and replies
     assert [(w.text, w.start_seconds, w.end_seconds) for w in words] == \
         [(w.text, pytest.approx(w.start), pytest.approx(w.end)) for w in expected]

@@ -2,6 +2,7 @@
 stand-in codec whose codes fit their 64-entry codebooks."""
 
 import json
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -9,16 +10,18 @@ import pytest
 import torch
 
 from services.asr import asr_pb2, asr_pb2_grpc
-from services.asr.recognizer import Recognizer, frame_codes, transcribe
+from services.asr.mode import RecognitionMode, frames_of_clip
 from services.asr.service import ASRService
 from services.asr.timing import SttTiming
+from services.asr.words import WordDecoder
 from services.core.common_pb2 import PCM_F32LE
-from services.core.engine import Engine
 from services.core.grpc_server import ServerOptions, create_channel, create_server
+from services.core.tick import speech_engine
 from services.moshi_lm.config import LMConfig
-from services.moshi_lm.generate import SamplingSettings
+from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.moshi_lm.loader import load_lm
-from tests.conftest import FIXTURES
+from services.wiring import close_all
+from tests.conftest import FIXTURES, load_golden
 
 TIMING = SttTiming(audio_delay_seconds=0.48)
 PIECES = {i: ("▁" if i % 4 == 0 else "") + f"t{i}" for i in range(300)}
@@ -33,20 +36,32 @@ def codes_of(frame: np.ndarray) -> np.ndarray:
     return (round(float(frame[0]) * 1000) * 7 + np.arange(32) * 5) % 64
 
 
-class CodesStepper:
-    def start(self, slots, configs):
+class NoState:
+    def reset(self, mask=None):
         pass
 
-    def step(self, slots, inputs):
-        return [codes_of(x) for x in inputs]
+    def first_sessions(self, n):
+        return self
 
 
 class StandInCodec:
-    def __init__(self):
-        self.engine = Engine("codec", CodesStepper(), 8).start()
+    """Mimi's streaming-encoder interface, codes computed by ``codes`` from each frame: codes
+    that fit the golden STT checkpoints' 64-entry codebooks."""
 
-    def open_encoder(self, num_codebooks):
-        return self.engine.open()
+    cfg = SimpleNamespace(max_codebooks=32)
+    dtype, device = torch.float32, torch.device("cpu")
+
+    def __init__(self, codes=codes_of):
+        self.codes = codes
+
+    def init_encoder_state(self, batch_size, device=None):
+        return NoState()
+
+    init_decoder_state = init_encoder_state
+
+    def encode_step(self, pcm, state, active=None, num_codebooks=None):
+        codes = np.stack([self.codes(frame) for frame in pcm[:, 0].numpy()])
+        return torch.from_numpy(codes)[:, :num_codebooks, None]
 
 
 def load(name):
@@ -54,19 +69,21 @@ def load(name):
     return load_lm(FIXTURES / f"{name}.safetensors", config=config)
 
 
+def serve(model, codec, name):
+    engine = speech_engine(2, LMGenerator(model), codec)
+    service = ASRService.on_stt(engine, model.cfg, decode, name, timing=TIMING)
+    srv, port = create_server([service], "127.0.0.1:0", ServerOptions())
+    return srv, create_channel(f"127.0.0.1:{port}"), service
+
+
 @pytest.fixture(scope="module", params=["lm_dev_stt", "lm_dev_stt_vad"])
 def server(request):
-    codec = StandInCodec()
     model = load(request.param)
-    service = ASRService.create(model, decode, codec, request.param, max_sessions=2,
-                                timing=TIMING)
-    srv, port = create_server([service], "127.0.0.1:0", ServerOptions())
-    channel = create_channel(f"127.0.0.1:{port}")
+    srv, channel, service = serve(model, StandInCodec(), request.param)
     yield asr_pb2_grpc.SpeechRecognitionStub(channel), model
     channel.close()
     srv.stop(None)
-    service.close()
-    codec.engine.stop()
+    close_all([service])
 
 
 def clip(frames: int = 30, extra: int = 1000) -> np.ndarray:
@@ -82,13 +99,18 @@ CONFIG = asr_pb2.RecognitionConfig(encoding=PCM_F32LE, sample_rate_hertz=24000,
 
 
 def in_process_words(model, pcm):
-    recognizer = Recognizer(model, decode, 1, TIMING)
-    def batch_codec(wav):
-        frames = wav[0, 0].numpy().reshape(-1, 1920)
-        return torch.from_numpy(np.stack([codes_of(f) for f in frames], axis=1))[None]
-
-    codes = frame_codes(batch_codec, pcm, TIMING)
-    return transcribe(recognizer, codes, sampling=SamplingSettings.greedy())
+    """The reference: the clip framed as a clip is, its first frame fed twice, stepped on the
+    LM alone; the words decoded from its text."""
+    mode = RecognitionMode.for_stt(model.cfg, TIMING, decode, SamplingSettings.greedy())
+    frames = frames_of_clip(pcm, mode)
+    codes = torch.from_numpy(np.stack([codes_of(f) for f in frames]))
+    generator = LMGenerator(model)
+    state = generator.init_state(1, SamplingSettings.greedy())
+    decoder = WordDecoder(decode, TIMING)
+    for frame in torch.cat([codes[:1], codes]):
+        decoder.push(generator.step(state, frame[None]).frame[0, 0].item())
+    decoder.flush()
+    return decoder.words
 
 
 def test_streaming_equals_in_process_with_markers_and_events(server):
@@ -146,3 +168,35 @@ def test_bad_inputs(server):
         config=CONFIG, audio=np.array([np.nan], np.float32).tobytes())))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert stub.Recognize(asr_pb2.RecognizeRequest(config=CONFIG, audio=clip(3).tobytes()))
+
+
+def test_pause_events_match_reference():
+    """lm_dev_stt_vad through the service: the pause events carry the four heads' prob[0]
+    of the golden run (within 1e-5), the tokens being the golden ones."""
+    golden = load_golden("lm_dev_stt_vad_greedy")
+    columns = golden["user_codes"].numpy()  # the golden run feeds column t at step t
+
+    def codes(frame):  # the frame's first sample names its column
+        return columns[:, round(float(frame[0]) * 1000)]
+
+    srv, channel, service = serve(load("lm_dev_stt_vad"), StandInCodec(codes), "vad")
+    try:
+        # Column 0 is never heard (step 0 sees the initial tokens): the clip is columns 1..
+        steps = columns.shape[1]
+        pcm = np.zeros((steps - 1, 1920), np.float32)
+        pcm[:, 0] = np.arange(1, steps) / 1000
+        config = asr_pb2.RecognitionConfig(encoding=PCM_F32LE, sample_rate_hertz=24000,
+                                           pause_probabilities=True,
+                                           text_sampling={"temperature": 0})
+        requests = [asr_pb2.StreamingRecognizeRequest(config=config),
+                    asr_pb2.StreamingRecognizeRequest(audio=pcm.tobytes())]
+        stub = asr_pb2_grpc.SpeechRecognitionStub(channel)
+        pauses = [list(r.pause.probabilities) for r in stub.StreamingRecognize(iter(requests))
+                  if r.HasField("pause")]
+        # Frame j's pauses are those of its own step, j + 1 (frame 0 is stepped twice).
+        expected = golden["extra_heads_probs"][1:, :, 0].numpy()
+        np.testing.assert_allclose(np.array(pauses[:steps - 1]), expected, atol=1e-5, rtol=0)
+    finally:
+        channel.close()
+        srv.stop(None)
+        close_all([service])

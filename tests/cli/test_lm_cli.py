@@ -63,7 +63,7 @@ def test_builtin_model_sampling_is_seeded(tmp_path):
                      "--temperature", "1.0", "--top-k", "50", "--text-temperature", "1.0",
                      "--text-top-k", "0")
         assert result.exit_code == 0, result.output
-        assert "built-in randomly initialised" in result.stderr
+        assert "built-in tiny random Moshi LM" in result.stderr
         outputs.append(read_output(out))
     assert outputs[0]["codes"].shape == (8, 11)
     assert torch.equal(outputs[0]["codes"], outputs[1]["codes"])

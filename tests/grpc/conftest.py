@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
 
-from cli.serve import ModelOptions, load_lm_model, load_mimi_model
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.moshi_lm.generate import LMGenerator
+from services.wiring import ModelOptions, close_all, load_lm_model, load_mimi_model
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +48,7 @@ def start_server():
 
         def start(services, **options):
             server, port = create_server(services, "127.0.0.1:0", ServerOptions(**options))
-            stack.callback(lambda: [s.close() for s in services])
+            stack.callback(lambda: close_all(services))
             stack.callback(lambda: server.stop(None))
             address = f"127.0.0.1:{port}"
             channel = create_channel(address)
@@ -49,3 +56,19 @@ def start_server():
             return Running(channel, address)
 
         yield start
+
+
+def spawn_serve(*args: str) -> tuple[subprocess.Popen, str]:
+    """A `moshi-services serve --port 0 ARGS` process of this checkout, once it says it is
+    serving, and its port (stderr left open for the rest of its lines)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0", *args],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+        text=True)
+    port = None
+    for line in process.stderr:
+        if match := re.search(r"listening on [\d.]+:(\d+)", line):
+            port = match[1]
+        if line.startswith("serving"):
+            break
+    return process, port

@@ -1,7 +1,4 @@
-import os
-import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from services.dialogue.service import DialogueService
 from services.mimi.codes_file import load_codes
 from services.mimi.service import MimiService
 from services.moshi_lm.service import MoshiLMService
+from tests.grpc.conftest import spawn_serve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,18 +53,8 @@ def test_dialogue_in_process_and_over_a_server_agree(question, tmp_path, start_s
 
 
 def test_serve_warms_up_serves_and_stops_on_sigterm():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0",
-         "--threads", "1", "--services", "mimi,lm"],
-        cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    process, port = spawn_serve("--threads", "1", "--services", "mimi,lm")
     try:
-        port = None
-        for line in process.stderr:
-            if match := re.search(r"listening on [\d.]+:(\d+)", line):
-                port = match[1]
-            if line.startswith("serving"):
-                break
         health = health_pb2_grpc.HealthStub(create_channel(f"127.0.0.1:{port}"))
         for name in ["", "services.mimi.Mimi", "services.moshi_lm.MoshiLM"]:
             status = health.Check(health_pb2.HealthCheckRequest(service=name)).status

@@ -5,7 +5,7 @@ import grpc
 import numpy as np
 import pytest
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -17,11 +17,11 @@ from services.core.grpc_server import (
     ServerOptions,
     create_channel,
     create_server,
-    set_health,
 )
 from services.core.grpc_stream import RETRY_DELAY_SECONDS
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.service import MimiService
+from services.wiring import close_all
 from tests.conftest import FIXTURES
 
 FRAME_BYTES = 4 * 1920
@@ -146,25 +146,23 @@ def test_tls(tiny_mimi):
             mimi_pb2_grpc.MimiStub(plain).GetInfo(mimi_pb2.GetInfoRequest(), timeout=2)
     finally:
         server.stop(None)
-        service.close()
+        close_all([service])
 
 
 def test_health_is_not_serving_until_warmed_up(tiny_mimi):
     service = MimiService.create(tiny_mimi, max_sessions=1)
-    servicer = health.HealthServicer()
-    server, port = create_server([service], "127.0.0.1:0", health_servicer=servicer,
-                                 warm_up=False)
+    server, port = create_server([service], "127.0.0.1:0", warm_up=False)
     try:
         with create_channel(f"127.0.0.1:{port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             check = health_pb2.HealthCheckRequest(service="services.mimi.Mimi")
             assert stub.Check(check).status == health_pb2.HealthCheckResponse.NOT_SERVING
             service.warm_up()
-            set_health(servicer, [service], serving=True)
+            server.set_health(serving=True)
             assert stub.Check(check).status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(None)
-        service.close()
+        close_all([service])
 
 
 def test_an_idle_stream_is_closed_and_its_slot_freed(start_server, tiny_mimi):

@@ -7,10 +7,11 @@ import torch
 
 from services.core.common_pb2 import CodeFrame, SamplingParams
 from services.core.engine import run_session
+from services.core.tick import speech_engine
 from services.moshi_lm import moshi_lm_pb2, moshi_lm_pb2_grpc
 from services.moshi_lm.generate import SamplingSettings
+from services.moshi_lm.mode import GenerationMode
 from services.moshi_lm.service import MoshiLMService
-from services.moshi_lm.stepper import LMStream, lm_engine
 
 STEPS = 10
 
@@ -101,10 +102,10 @@ def test_bad_input_is_invalid_argument(lm_stub, cfg, frame, message):
 def test_sessions_bring_their_own_delays_to_one_batch(tiny_lm):
     """Moshi's delays and a text-delayed (ASR-like) configuration in one engine batch."""
     text_late = (2, *tiny_lm.cfg.delays[1:])
-    engine = lm_engine(tiny_lm, max_sessions=2, max_delay=2)
+    engine = speech_engine(2, tiny_lm, max_delay=2)
     try:
-        streams = [LMStream(SamplingSettings(seed=1)),
-                   LMStream(SamplingSettings(seed=2), delays=text_late)]
+        streams = [GenerationMode(SamplingSettings(seed=1)),
+                   GenerationMode(SamplingSettings(seed=2), delays=text_late)]
         frames = [user_frames(30), user_frames(31)]
         outputs = [None, None]
         threads = [threading.Thread(target=lambda k=k: outputs.__setitem__(
@@ -116,7 +117,7 @@ def test_sessions_bring_their_own_delays_to_one_batch(tiny_lm):
     finally:
         engine.stop()
     for k, stream in enumerate(streams):
-        state = tiny_lm.init_state(1, stream.settings, stream.delays, max_delay=2)
+        state = tiny_lm.init_state(1, stream.sampling, stream.delays, max_delay=2)
         alone = [tiny_lm.step(state, torch.from_numpy(f)[None]) for f in frames[k]]
         expected = [r.frame[0].numpy() for r in alone if r.valid[0]]
         got = [np.concatenate([[o.text_token], o.audio]) for o in outputs[k] if o is not None]

@@ -1,11 +1,11 @@
 """``serve``'s services built by its own builders on a real server (127.0.0.1, port 0): by
 default Mimi, LM, dialogue, ASR and TTS on one port, the last three sharing one LM engine."""
 
+import dataclasses
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from cli.serve import ModelOptions, build_services, checkpoint_kind, serve
+from cli.serve import serve
 from services.asr import asr_pb2, asr_pb2_grpc
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
@@ -22,6 +22,13 @@ from services.core.grpc_server import ServerOptions, create_channel, create_serv
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.moshi_lm.config import LMConfig
 from services.tts import tts_pb2, tts_pb2_grpc
+from services.wiring import (
+    ModelOptions,
+    OptionsError,
+    build_services,
+    checkpoint_kind,
+    close_all,
+)
 from tests.conftest import FIXTURES, golden_checkpoint
 
 TEXT_DELAY, AUDIO_DELAY = 3, 4  # frames; small, so the tiny model's sessions stay short
@@ -45,8 +52,7 @@ def start(names, options=OPTIONS):
 def stop(services, server, channel):
     channel.close()
     server.stop(None)
-    for service in services:
-        service.close()
+    close_all(services)
 
 
 @pytest.fixture(scope="module")
@@ -64,26 +70,26 @@ def listed_and_serving(channel) -> set[str]:
     return set(ProtoReflectionDescriptorDatabase(channel).get_services())
 
 
-def recognize(channel) -> list:
+def recognize(channel, seed: int = 0) -> list:
     config = asr_pb2.RecognitionConfig(encoding=PCM_F32LE, sample_rate_hertz=24000,
-                                       interim_results=True,
-                                       text_sampling=SamplingParams(temperature=0))
+                                       interim_results=True, seed=seed,
+                                       text_sampling=SamplingParams(temperature=0.7))
     requests = [asr_pb2.StreamingRecognizeRequest(config=config)] + [
         asr_pb2.StreamingRecognizeRequest(audio=c.tobytes()) for c in np.split(SPEECH, 10)]
     return list(asr_pb2_grpc.SpeechRecognitionStub(channel).StreamingRecognize(iter(requests)))
 
 
-def synthesize(channel) -> tuple[np.ndarray, list]:
-    config = tts_pb2.SynthesisConfig(encoding=PCM_F32LE, seed=7)
+def synthesize(channel, seed: int = 7) -> tuple[np.ndarray, list]:
+    config = tts_pb2.SynthesisConfig(encoding=PCM_F32LE, seed=seed)
     response = tts_pb2_grpc.SpeechSynthesisStub(channel).Synthesize(
         tts_pb2.SynthesizeRequest(config=config, text="Hello there, general Kenobi."))
     return np.frombuffer(response.audio, "<f4"), [(w.text, w.start_seconds)
                                                    for w in response.words]
 
 
-def converse(channel) -> tuple[list, np.ndarray]:
+def converse(channel, seed: int = 3) -> tuple[list, np.ndarray]:
     config = dialogue_pb2.DialogueConfig(input_encoding=PCM_F32LE, input_sample_rate_hertz=24000,
-                                         output_encoding=PCM_F32LE, seed=3)
+                                         output_encoding=PCM_F32LE, seed=seed)
     requests = [dialogue_pb2.ConverseRequest(config=config)] + [
         dialogue_pb2.ConverseRequest(audio=c.tobytes()) for c in np.split(QUESTION, 5)]
     responses = list(dialogue_pb2_grpc.DialogueStub(channel).Converse(iter(requests)))
@@ -113,7 +119,7 @@ def test_asr_tts_and_dialogue_together_equal_each_alone(default_server):
         futures = [pool.submit(run, default_server) for run in (recognize, synthesize, converse)]
         together = [f.result() for f in futures]
     figures = engine_figures(default_server)
-    assert sorted(figures) == ["mimi", "moshi_lm"]  # no engine of their own for ASR and TTS
+    assert sorted(figures) == ["moshi_lm"]  # one engine: codec, LM, ASR, TTS and dialogue
     lm = figures["moshi_lm"]
     assert lm.frames - before.frames > lm.steps - before.steps  # steps held several sessions
     words = [r.word for r in alone[0] if r.HasField("word") and r.word.HasField("end_seconds")]
@@ -154,7 +160,7 @@ def test_checkpoint_kinds():
 
 def test_an_stt_checkpoint_refuses_the_dialogue(tmp_path):
     folder = golden_checkpoint(tmp_path, "lm_dev_stt")
-    with pytest.raises(click.UsageError, match="STT checkpoint serves mimi, asr, not dialogue"):
+    with pytest.raises(OptionsError, match="STT checkpoint serves mimi, asr, not dialogue"):
         build_services(["asr", "dialogue"], ModelOptions(lm_checkpoint=folder))
 
 
@@ -193,3 +199,31 @@ def test_serve_help_documents_the_delays():
     output = CliRunner().invoke(serve, ["--help"]).output
     assert "--asr-text-delay" in output and "--tts-audio-delay" in output
     assert "--voices-dir" in output and "asr, tts" in output
+
+
+def test_64_mixed_sessions_on_one_engine_equal_each_alone():
+    """64 concurrent dialogue, ASR and TTS sessions through one server, one engine: each
+    equals the same session run alone (8 seeds per kind, so the sessions differ)."""
+    kinds = [recognize, synthesize, converse]
+    running = start(None, dataclasses.replace(OPTIONS, max_sessions=64))
+    try:
+        channel = running[2]
+        alone = {(k, seed): kinds[k](channel, seed) for k in range(3) for seed in range(8)}
+        jobs = [(k % 3, (k // 3) % 8) for k in range(64)]
+        before = engine_figures(channel)["moshi_lm"]
+        with ThreadPoolExecutor(64) as pool:
+            together = list(pool.map(lambda job: kinds[job[0]](channel, job[1]), jobs))
+        figures = engine_figures(channel)["moshi_lm"]
+    finally:
+        stop(*running)
+    # The sessions did share the ticks.
+    assert (figures.frames - before.frames) / (figures.steps - before.steps) > 4
+    for (k, seed), result in zip(jobs, together, strict=True):
+        expected = alone[(k, seed)]
+        if k == 0:
+            assert result == expected, (k, seed)
+        else:
+            tokens_or_audio = 1 if k == 1 else 0
+            assert result[tokens_or_audio] == expected[tokens_or_audio], (k, seed)
+            np.testing.assert_allclose(result[1 - tokens_or_audio], expected[1 - tokens_or_audio],
+                                       atol=1e-5, rtol=0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.mimi.buffering import StreamingEncoder
+from tests.mimi.buffering import StreamingEncoder
 
 
 @torch.inference_mode()

@@ -1,5 +1,6 @@
 """Parity with Kyutai's reference on the golden files. Streaming must equal the reference's
-*batch* outputs (the golden README explains why `codes_stream` is informative only)."""
+*batch* outputs (docs/architecture.md#golden-files says why `codes_stream` is informative
+only)."""
 
 import torch
 

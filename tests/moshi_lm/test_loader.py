@@ -1,5 +1,6 @@
-"""Loading: exact key layout (spec §2.7) on small random checkpoints, Moshi and STT
-(dep_q = 0) layouts, dtypes, clear errors, the int8 path and the tokenizer."""
+"""Loading: exact key layout (docs/architecture.md#lm-checkpoint) on small random
+checkpoints, Moshi and STT (dep_q = 0) layouts, dtypes, clear errors, the int8 path and the
+tokenizer."""
 
 import json
 
@@ -149,9 +150,9 @@ def test_int8_weights_stay_close_to_float(tmp_path):
         assert (outputs[quantize] - outputs[None]).abs().max() / scale < 0.05, quantize
 
 
-def test_extra_heads_read_the_output_before_out_norm():
-    """STT semantic-VAD heads (golden README §A): softmax of each head on the temporal
-    transformer output, before out_norm."""
+def test_extra_heads_read_the_output_after_out_norm():
+    """STT semantic-VAD heads: softmax of each head on the temporal transformer output after
+    out_norm (the vector the text head reads); the golden parity is in test_parity.py."""
     model = load_fixture("lm_dev_stt_vad")
     generator = LMGenerator(model)
     state = generator.init_state(1, SamplingSettings.greedy())
@@ -165,7 +166,7 @@ def test_extra_heads_read_the_output_before_out_norm():
         inputs.append(torch.cat([torch.tensor([previous]), initial_audio if t == 0 else user[t]]))
         previous = result.text.item()
     with torch.no_grad():
-        raw = model.transformer(model.embed(torch.stack(inputs)[None]))[0]
+        raw = model.out_norm(model.transformer(model.embed(torch.stack(inputs)[None])))[0]
     expected = torch.stack([torch.softmax(h(raw), dim=-1) for h in model.extra_heads], dim=1)
     probs = torch.stack(probs)
     assert probs.shape == (12, 4, 6)

@@ -37,3 +37,20 @@ def test_greedy_streaming_matches_reference(checkpoint, run, dtype, tol):
             assert result.frame[0].tolist() == expected.tolist(), f"frame at step {t}"
         torch.testing.assert_close(result.text_logits[0], golden["text_logits"][t],
                                    atol=tol, rtol=0)
+
+
+def test_pause_heads_match_reference():
+    """lm_dev_stt_vad: tokens identical and the four pause heads' softmax within 1e-5 at
+    every step (the heads read the transformer output after out_norm)."""
+    golden = load_golden("lm_dev_stt_vad_greedy")
+    generator = LMGenerator(load_fixture("lm_dev_stt_vad"))
+    state = generator.init_state(1, SamplingSettings.greedy())
+    user = golden["user_codes"]
+    for t in range(user.shape[1]):
+        result = generator.step(state, user[None, :, t], return_logits=True)
+        assert result.text.item() == golden["text_sampled"][t], f"text at step {t}"
+        assert result.frame[0, 0].item() == golden["step_text"][t], f"step text at {t}"
+        torch.testing.assert_close(result.extra_probs[0], golden["extra_heads_probs"][t],
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(result.text_logits[0], golden["text_logits"][t],
+                                   atol=1e-3, rtol=0)

@@ -2,8 +2,8 @@ import soundfile
 from click.testing import CliRunner
 
 from cli.main import main
-from cli.tts import build_tts_service
 from services.core.grpc_server import ServerOptions, create_server
+from services.wiring import ModelOptions, build_services, close_all
 
 TEXT = "Hello world, this is a test."
 
@@ -24,14 +24,13 @@ def test_tts_in_process_stdin_and_server_agree(tmp_path):
     streamed = run("-", "-o", str(tmp_path / "b.wav"), input="Hello world,\nthis is a test.\n")
     assert (soundfile.read(tmp_path / "b.wav", dtype="int16")[0] == audio).all()
     assert streamed.output.count("test.") == 1
-    service, codec = build_tts_service(None, None, max_sessions=2)
-    server, port = create_server([codec, service], "127.0.0.1:0", ServerOptions())
+    services = build_services(["tts"], ModelOptions(max_sessions=2))  # as `serve` builds it
+    server, port = create_server(services, "127.0.0.1:0", ServerOptions())
     try:
         run(TEXT, "-o", str(tmp_path / "c.wav"), "--server", f"127.0.0.1:{port}")
     finally:
         server.stop(None)
-        service.close()
-        codec.close()
+        close_all(services)
     # Same tokens; the float path differs by rounding only (threads, batch shapes).
     served = soundfile.read(tmp_path / "c.wav", dtype="int16")[0].astype(int)
     assert len(served) == len(audio) and abs(served - audio).max() <= 2

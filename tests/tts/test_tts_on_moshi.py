@@ -5,17 +5,15 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
+from services.builtin import BuiltinTokenizer
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.moshi_lm.generate import SamplingSettings
-from services.moshi_lm.stepper import LMStepper
 from services.tts import tts_pb2, tts_pb2_grpc
-from services.tts.delayed_audio import DelayedAudioTTS
-from services.tts.loading import ByteTokenizer
+from services.tts.mode import SynthesisMode
 from services.tts.service import TTSService
-from tests.conftest import tiny_moshi_server
+from tests.conftest import run_alone, tiny_moshi_server
 
 DELAY = 4
 TEXT = "Hello there, general Kenobi."
@@ -23,27 +21,23 @@ TEXT = "Hello there, general Kenobi."
 
 @pytest.fixture(scope="module")
 def setup():
-    def tts(engine, cfg, codec, silence):
-        return TTSService.on_lm_engine(engine, cfg, ByteTokenizer(), codec, "tiny", DELAY,
-                                       silence)
+    def tts(engine, cfg):
+        return TTSService.on_moshi(engine, cfg, BuiltinTokenizer(), "tiny", DELAY)
 
     with tiny_moshi_server(tts) as stack:
         yield stack
 
 
-def alone(generator, mimi, silence) -> np.ndarray:
-    mode = DelayedAudioTTS(generator.cfg, DELAY, silence)
-    stepper = LMStepper(generator, 1, max_delay=8)
-    stepper.start([0], [mode.stream(SamplingSettings(0.8, 25, 0.8, 250, seed=7))])
-    frames = [stepper.step([0], [x])[0] for x in mode.inputs(
-        mode.text_tokens([TEXT], ByteTokenizer()))]
-    codes = np.stack([f.audio for f in frames if f is not None], axis=1)
-    with torch.no_grad():
-        return mimi.decode(torch.from_numpy(codes)[None])[0, 0].clamp(-1, 1).numpy()
+def alone(generator, mimi) -> np.ndarray:
+    """The same synthesis alone on a fresh engine of the same models."""
+    mode = SynthesisMode.for_moshi(generator.cfg, BuiltinTokenizer(), DELAY,
+                                   SamplingSettings(0.8, 25, 0.8, 250, seed=7))
+    chunks = run_alone(mode, [TEXT], generator, mimi, max_delay=8)
+    return np.concatenate([c.audio for c in chunks if c is not None])
 
 
 def test_tts_next_to_a_dialogue_on_one_lm(setup):
-    channel, generator, mimi, silence = setup
+    channel, generator, mimi, _ = setup
     replies = []
 
     def talk():
@@ -72,7 +66,7 @@ def test_tts_next_to_a_dialogue_on_one_lm(setup):
     streamed = list(stub.StreamingSynthesize(pieces()))
     talker.join()
     audio = np.frombuffer(response.audio, dtype="<f4")
-    np.testing.assert_allclose(audio, alone(generator, mimi, silence), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(audio, alone(generator, mimi), atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.concatenate([np.frombuffer(c.audio, "<f4") for c in streamed]),
                                audio, atol=1e-5, rtol=0)
     assert [w.text for w in response.words] == TEXT.split() and replies

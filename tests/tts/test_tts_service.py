@@ -12,12 +12,15 @@ from safetensors.torch import save_file
 
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, SamplingParams
 from services.core.grpc_server import ServerOptions, create_channel, create_server
+from services.core.tick import speech_engine
 from services.mimi.loading import load_mimi
 from services.mimi.service import MimiService
 from services.moshi_lm.config import LMConfig
+from services.moshi_lm.generate import LMGenerator
 from services.tts import tts_pb2, tts_pb2_grpc
 from services.tts.loading import load_tts
 from services.tts.service import TTSService
+from services.wiring import close_all
 from tests.conftest import FIXTURES
 
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")
@@ -36,15 +39,17 @@ def stub(tmp_path_factory):
     config = LMConfig.from_dict(json.loads((FIXTURES / "tts_dev.json").read_text())
                                 ["kyutai_config"])
     bundle = load_tts(FIXTURES / "tts_dev.safetensors", config=config)
-    mimi = MimiService.create(load_mimi(FIXTURES / "mimi_dev.safetensors", num_codebooks=16), 4)
-    tts = TTSService.create(bundle, mimi, max_sessions=3, voices_dir=voices, voice_length=10)
+    codec = load_mimi(FIXTURES / "mimi_dev.safetensors", num_codebooks=16)
+    engine = speech_engine(3, LMGenerator(bundle.model), codec, voice_length=10)
+    mimi = MimiService(codec, engine)
+    tts = TTSService.on_tts(engine, bundle.model, bundle.tokenizer, bundle.name, 10,
+                            voices_dir=voices)
     server, port = create_server([mimi, tts], "127.0.0.1:0", ServerOptions())
     channel = create_channel(f"127.0.0.1:{port}")
     yield tts_pb2_grpc.SpeechSynthesisStub(channel)
     channel.close()
     server.stop(None)
-    tts.close()
-    mimi.close()
+    close_all([mimi, tts])
 
 
 def f32(data: bytes) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Audio chunks of any size in, whole code frames out: the buffering the streaming encoder
-leaves to its caller (it only takes whole 1920-sample frames, spec §1.8).
+leaves to its caller (it only takes whole 1920-sample frames,
+docs/architecture.md#mimi-streaming).
 
     enc = StreamingEncoder(model, batch_size=3)
     enc.push(0, chunk)                  # any length, any session, any time

@@ -1,0 +1,101 @@
+"""Engine sessions from an asyncio event loop, without a thread per session.
+
+The engine thread calls a session's wakers whenever it delivers outputs, frees room in the
+inbox or ends the session; here a waker sets an ``asyncio.Event`` through
+``loop.call_soon_threadsafe``, and the coroutines wait on it. So a gRPC (``grpc.aio``) handler
+costs a coroutine, not a thread, and back-pressure stays the session's bounded queues.
+
+Streams that are not engine sessions (the split dialogue's chain of remote streams) have no
+wakers: their blocking calls run on the loop's default executor instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from services.core.engine import EndOfStream
+
+
+class AsyncSession:
+    def __init__(self, session: Any):
+        self.session = session
+        self._loop = asyncio.get_running_loop()
+        self._native = hasattr(session, "try_send")
+        if self._native:
+            self._room, self._output = asyncio.Event(), asyncio.Event()
+            session.add_waker(self._wake)
+
+    def _wake(self) -> None:
+        self._loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        self._room.set()
+        self._output.set()
+
+    async def send(self, item: Any) -> None:
+        """Queues one input, waiting while the inbox is full."""
+        if not self._native:
+            await self._loop.run_in_executor(None, self.session.send, item)
+            return
+        while True:
+            self._room.clear()
+            if self.session.try_send(item):
+                return
+            await self._room.wait()
+
+    def finish(self) -> None:
+        self.session.finish()
+
+    def close(self, error: Exception | None = None) -> None:
+        self.session.close(error)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        if not self._native:
+            outputs = iter(self.session)
+            end = object()
+            while (item := await self._loop.run_in_executor(None, next, outputs, end)) \
+                    is not end:
+                yield item
+            return
+        while True:
+            self._output.clear()
+            try:
+                ready, item = self.session.try_receive()
+            except EndOfStream:
+                return
+            if ready:
+                yield item
+            else:
+                await self._output.wait()
+
+
+async def run_session(session: Any, items: list[Any]) -> list[Any]:
+    """Feeds ``items`` to a session while collecting its outputs; closes it at the end."""
+    stream = AsyncSession(session)
+
+    async def feed() -> None:
+        for item in items:
+            await stream.send(item)
+        stream.finish()
+
+    feeder = asyncio.ensure_future(feed())
+    try:
+        outputs = [output async for output in stream]
+        await feeder  # raises what the feeder met
+        return outputs
+    finally:
+        feeder.cancel()
+        stream.close()
+
+
+# Unary calls that run a whole model pass (Mimi's batch Encode / Decode) do it off the event
+# loop, on a pool as small as the machine: they are bounded by their slots, not by threads.
+_BLOCKING = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="model")
+
+
+async def run_blocking(function: Callable[[], Any]) -> Any:
+    """``function()`` on the model pool, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(_BLOCKING, function)

@@ -1,0 +1,39 @@
+"""services.wiring: the one place that builds the services from options."""
+
+from click.testing import CliRunner
+
+from cli.main import main
+from services.builtin import BUILTIN_LM_NAME
+from services.moshi_lm.quantize import QUANTIZE_MODES
+from services.wiring import (
+    SERVICE_NAMES,
+    ModelOptions,
+    build_services,
+    close_all,
+    service_named,
+)
+
+
+def test_default_services_share_one_lm_and_carry_their_proto_names():
+    services = build_services(None, ModelOptions(max_sessions=1, asr_text_delay=2,
+                                                 tts_audio_delay=2))
+    try:
+        assert [s.name for s in services] == list(SERVICE_NAMES.values())
+        lm = service_named(services, "lm")
+        assert lm.model_name == BUILTIN_LM_NAME
+        assert service_named(services, "asr").engine is lm.engine
+    finally:
+        close_all(services)
+
+
+def test_the_cli_offers_the_quantize_modes_of_the_lm():
+    import cli.options
+
+    assert cli.options.QUANTIZE_MODES == QUANTIZE_MODES
+
+
+def test_the_in_process_tts_is_the_one_serve_runs(tmp_path):
+    """Without a checkpoint `tts` builds its service as `serve` does (same LM, same name)."""
+    result = CliRunner().invoke(main, ["tts", "Hi.", "-o", str(tmp_path / "a.wav")])
+    assert result.exit_code == 0, result.output
+    assert "built-in tiny random Moshi LM" in result.stderr
