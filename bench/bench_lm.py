@@ -9,6 +9,7 @@ Shapes (random weights, 2 threads):
           (dim 128, 2 layers), Moshi delays; sampled (text 0.7/25, audio 0.8/250).
 - stt_1b: Kyutai STT 1B (dim 2048, 16 layers, 16 heads, text_card 8000, n_q 32, dep_q 0,
           context 750); greedy, as its lm_gen_config.
+- moshi_7b: Moshi 7B (bf16 weights alone are 15 GB: on request only); sampled.
 Modes: float32, bfloat16 (compute dtype), int8 (``load_lm(quantize="int8")``: dynamic int8
 for the temporal transformer and text head, bf16 elsewhere) and int8-weight (int8 weights,
 bf16 activations).
@@ -64,7 +65,10 @@ SHAPES = {
         depformer_num_heads=4, depformer_num_layers=2, depformer_dim_feedforward=None),
         SamplingSettings()),
     "stt_1b": (preset("stt_1b_en_fr"), SamplingSettings.greedy()),
+    # Moshi 7B: 15 GB of bf16 weights; only when asked for (--shapes moshi_7b --modes bfloat16).
+    "moshi_7b": (preset("moshi_7b"), SamplingSettings()),
 }
+DEFAULT_SHAPES = ["small", "stt_1b"]
 MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
          "int8": (torch.bfloat16, "int8"), "int8-weight": (torch.bfloat16, "int8-weight")}
 WARMUP, STEPS = 3, 10
@@ -205,7 +209,7 @@ def _memory_gb(field: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=STEPS)
