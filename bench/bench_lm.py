@@ -9,6 +9,7 @@ Shapes (random weights, 2 threads):
           (dim 128, 2 layers), Moshi delays; sampled (text 0.7/25, audio 0.8/250).
 - stt_1b: Kyutai STT 1B (dim 2048, 16 layers, 16 heads, text_card 8000, n_q 32, dep_q 0,
           context 750); greedy, as its lm_gen_config.
+- moshi_7b: Moshi 7B (bf16 weights alone are 15 GB: on request only); sampled.
 Modes: float32, bfloat16 (compute dtype), int8 (``load_lm(quantize="int8")``: dynamic int8
 for the temporal transformer and text head, bf16 elsewhere) and int8-weight (int8 weights,
 bf16 activations).
@@ -16,17 +17,17 @@ bf16 activations).
 Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
 median resists other jobs' bursts). On a CPU shared with other jobs, two OpenMP threads that
 spin-wait for each other lose badly (5-10x here); run with OMP_WAIT_POLICY=PASSIVE there, or
-compare with --threads 1. The step is memory-bound at small batch: the STT-1B step reads its
-whole weights (3.4 GB fp32, 1.7 GB bf16, 0.84 GB int8) plus the KV ring (context 750).
+compare with --threads 1.
 
-Measured on the 2-core dev VM when it was quiet (2 threads, ms per step; B=1 / B=4 / B=16;
-runs vary by about 10%):
-    small   float32  15 / 23 / 53    bfloat16 16 / 21 / 41    int8 15 / 20 / 40
-    stt_1b  float32  186 / 400 / 871 bfloat16 98-118 / 140-151 / 352
-            int8     56-59 / 94-112 / 234    int8-weight 112 / 151 / 487
-(Kyutai's implementation on the same machine: small 36 / 47 fp32; stt_1b 241 fp32, 170 bf16
-at B=1, 634 / 323 at B=4.) The machine reads about 21 GB/s with 2 threads, so the fp32 1B step
-(3.4 GB of weights + 0.2 GB of KV ring) cannot go much below 170 ms.
+Roofline: the machine's read bandwidth and GEMM peak are measured at start (bench/roofline.py);
+each cell gives ms, the GB/s of weights and KV ring read per step (the embedding tables are
+not counted: a step reads one row of each) and the fraction of the limit
+max(bytes / bandwidth, flops / peak). At small batch the step is bound by bandwidth, so B=4
+should cost little more than B=1 except for its larger KV ring. The README's "Speed" section
+has the dated tables; times drift by up to 2x between days, the fractions much less.
+
+``--stt-streams 1 2 4`` adds Mimi encode_step + STT-1B int8 step per 80 ms frame at that many
+streams (``stt_frame_times`` takes the model objects, so it measures loaded models as well).
 
 Memory: a checkpoint of the shape is written (bf16, as Kyutai ships them) and loaded in a
 fresh process; the table gives the process's peak RSS growth during load_lm (peak RSS minus
@@ -47,11 +48,16 @@ from pathlib import Path
 
 import torch
 
+from bench.roofline import Roofline, measure
 from services.core.checkpoint import build_on_meta, save_state_dict
+from services.core.constants import FRAME_MS
+from services.mimi import build_random_mimi
+from services.mimi.model import MimiModel
 from services.moshi_lm.config import LMConfig, preset
-from services.moshi_lm.generate import LMGenerator, SamplingSettings
+from services.moshi_lm.generate import LMGenerator, LMState, SamplingSettings
 from services.moshi_lm.loader import load_lm, prepare_for_inference
-from services.moshi_lm.model import LMModel
+from services.moshi_lm.model import LMModel, LowRankEmbedding, TokenEmbedding
+from services.moshi_lm.quantize import DynamicInt8Weight, Int8Weight, PackedWeight
 
 SHAPES = {
     "small": (dataclasses.replace(
@@ -59,7 +65,10 @@ SHAPES = {
         depformer_num_heads=4, depformer_num_layers=2, depformer_dim_feedforward=None),
         SamplingSettings()),
     "stt_1b": (preset("stt_1b_en_fr"), SamplingSettings.greedy()),
+    # Moshi 7B: 15 GB of bf16 weights; only when asked for (--shapes moshi_7b --modes bfloat16).
+    "moshi_7b": (preset("moshi_7b"), SamplingSettings()),
 }
+DEFAULT_SHAPES = ["small", "stt_1b"]
 MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
          "int8": (torch.bfloat16, "int8"), "int8-weight": (torch.bfloat16, "int8-weight")}
 WARMUP, STEPS = 3, 10
@@ -79,8 +88,35 @@ def random_model(cfg: LMConfig, dtype: torch.dtype, quantize: str | None = None,
     return prepare_for_inference(model, quantize, pack)
 
 
+def step_gbytes(model: LMModel, state: LMState) -> float:
+    """GB a step reads: every weight except the embedding tables (a step reads one row of
+    each), in its stored format, plus the whole KV ring of every session (the attention reads
+    all of it, masked; a long session fills it)."""
+    tables = {id(m.weight) for m in model.modules()
+              if isinstance(m, (TokenEmbedding, LowRankEmbedding))}
+    total = 0
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if id(t) in tables or name.startswith("_"):  # _audio_table: the fused embeddings
+            continue
+        if isinstance(t, (DynamicInt8Weight, Int8Weight)):
+            total += t.numel()
+        elif isinstance(t, PackedWeight):
+            total += t.numel() * 2
+        else:
+            total += t.numel() * t.element_size()
+    ring = state.transformer
+    total += 2 * ring.keys.numel() * ring.keys.element_size()
+    return total / 1e9
+
+
+def step_gflop(model: LMModel, batch: int) -> float:
+    """2 x weight elements x batch: the matmuls' work (attention over the ring is small)."""
+    return 2 * batch * sum(t.numel() for t in model.parameters()) / 1e9
+
+
 def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: list[int],
-               steps: int) -> dict[int, float]:
+               steps: int) -> dict[int, tuple[float, float, float]]:
+    """{batch: (ms per step, GB read per step, GFLOP per step)}."""
     dtype, quantize = MODES[mode]
     generator = LMGenerator(random_model(cfg, dtype, quantize))
     times = {}
@@ -93,8 +129,44 @@ def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: li
             generator.step(state, codes)
             if i >= WARMUP:
                 samples.append(time.perf_counter() - start)
-        times[batch] = 1000 * statistics.median(samples)
+        times[batch] = (1000 * statistics.median(samples), step_gbytes(generator.model, state),
+                        step_gflop(generator.model, batch))
     return times
+
+
+def stt_frame_times(mimi: MimiModel, generator: LMGenerator, streams: int, frames: int,
+                    settings: SamplingSettings | None = None,
+                    warmup: int = WARMUP) -> list[float]:
+    """ms per 80 ms frame of the ASR work in process, for ``streams`` sessions batched:
+    Mimi ``encode_step`` of one frame, then one LM ``step`` on its codes. Takes the model
+    objects, so any Mimi / LM (loaded, random, quantized) can be measured; the real-time factor
+    is ``time / FRAME_MS``."""
+    codebooks = generator.model.cfg.num_input_codebooks
+    encoder = mimi.init_encoder_state(streams)
+    state = generator.init_state(streams, settings or SamplingSettings.greedy())
+    pcm = 0.1 * torch.randn(streams, 1, mimi.frame_size * (warmup + frames),
+                            generator=torch.Generator().manual_seed(0))
+    samples = []
+    with torch.inference_mode():
+        for i, frame in enumerate(pcm.to(mimi.device).split(mimi.frame_size, dim=-1)):
+            start = time.perf_counter()
+            codes = mimi.encode_step(frame, encoder, num_codebooks=codebooks)
+            generator.step(state, codes[:, :, 0])
+            if i >= warmup:
+                samples.append(1e3 * (time.perf_counter() - start))
+    return samples
+
+
+def stt_frame_table(streams: list[int], frames: int) -> None:
+    """Real-time factor of Mimi encoder + STT-1B int8 LM step at each number of streams."""
+    cfg, settings = SHAPES["stt_1b"]
+    mimi = build_random_mimi("mimi_202407", seed=0, num_codebooks=cfg.num_input_codebooks)
+    generator = LMGenerator(random_model(cfg, torch.bfloat16, "int8"))
+    print(f"\nMimi encode_step + STT-1B int8 step per {FRAME_MS} ms frame (median of {frames})")
+    for n in streams:
+        ms = statistics.median(stt_frame_times(mimi, generator, n, frames, settings))
+        print(f"streams {n:2}: {ms:7.1f} ms per frame, real-time factor {ms / FRAME_MS:5.2f}",
+              flush=True)
 
 
 def loading_memory(cfg: LMConfig, dtype: str) -> tuple[float, float]:
@@ -137,13 +209,15 @@ def _memory_gb(field: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--stt-streams", nargs="*", type=int, default=[],
+                        help="also time Mimi encoder + STT-1B int8 per frame at these streams")
     parser.add_argument("--load-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,7 +225,9 @@ def main() -> None:
         _load_only(*args.load_only)
         return
     if not args.no_speed:
-        speed_table(args)
+        speed_table(args, measure())
+    if args.stt_streams:
+        stt_frame_table(args.stt_streams, args.steps)
     if not args.no_memory:
         print("\npeak memory of loading (checkpoint stored bf16)")
         for shape in args.shapes:
@@ -161,15 +237,19 @@ def main() -> None:
                       f"{peak:6.2f} GB", flush=True)
 
 
-def speed_table(args: argparse.Namespace) -> None:
-    print(f"ms per streaming step, {args.threads} threads (median of {args.steps})")
-    print(f"{'shape':8} {'mode':11} " + " ".join(f"{f'B={b}':>9}" for b in args.batches))
+def speed_table(args: argparse.Namespace, roof: Roofline) -> None:
+    print(roof.describe())
+    print(f"ms per streaming step, {args.threads} threads (median of {args.steps}); per batch: "
+          "ms, GB/s of weights + KV ring read, fraction of the roofline limit")
+    print(f"{'shape':8} {'mode':11} " + " ".join(f"{f'B={b}':>24}" for b in args.batches))
     for shape in args.shapes:
         cfg, settings = SHAPES[shape]
         for mode in args.modes:
             times = time_steps(cfg, settings, mode, args.batches, args.steps)
-            print(f"{shape:8} {mode:11} " + " ".join(f"{times[b]:9.1f}" for b in args.batches),
-                  flush=True)
+            dtype = torch.float32 if mode == "float32" else torch.bfloat16
+            cells = [f"{ms:7.1f} {roof.row(ms, gb, gf, dtype)}"
+                     for ms, gb, gf in (times[b] for b in args.batches)]
+            print(f"{shape:8} {mode:11} " + " ".join(f"{c:>24}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":
