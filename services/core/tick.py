@@ -110,7 +110,8 @@ class Mode:
 
     def choose_text(self, proposed: int | None) -> int:
         """The text token of this step (``proposed``: the model's, if reads_text_proposal)."""
-        raise NotImplementedError  # only modes with chooses_text are asked
+        raise TypeError(f"{type(self).__name__} does not choose its text: only modes with "
+                        "chooses_text are asked")
 
     def output(self, result: RowResult) -> Any:
         """The session's outputs of one tick: one output, or ``Events``."""
