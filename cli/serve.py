@@ -77,7 +77,10 @@ def _check_tls(cert: str, key: str) -> None:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, no_passphrase)
     except ssl.SSLError as e:
-        why = ("the key does not match the certificate" if e.reason == "KEY_VALUES_MISMATCH"
+        # KEY_VALUES_MISMATCH: another key of the certificate's type; NO_CERTIFICATE_ASSIGNED:
+        # a key of another type (no certificate for it).
+        why = ("the key does not match the certificate"
+               if e.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
                else f"not a usable PEM certificate and unencrypted key ({e.reason or e})")
         raise click.UsageError(f"--tls-key {key} / --tls-cert {cert}: {why}") from None
 
