@@ -312,8 +312,12 @@ class Server:
 
     def set_health(self, serving: bool) -> None:
         """Every service name and "" (the whole server) to SERVING (those that are ready) or
-        NOT_SERVING."""
+        NOT_SERVING. Turning SERVING probes readiness first (here, blocking), so no service
+        is announced SERVING before it is known to be ready."""
+        readiness = {s.name: bool(s.ready()) for s in self._probed} if serving else {}
+
         async def set_all() -> None:
+            self._ready.update(readiness)
             self._serving = serving
             await self._publish()
 

@@ -34,33 +34,34 @@ CONFIG = dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
 @dataclasses.dataclass
 class Split:
     channel: grpc.Channel  # to the dialogue server
-    lm: MoshiLMService
-    lm_address: str
-    lm_server: Server
+    backends: dict[str, MimiService | MoshiLMService]  # "mimi", "lm"
+    addresses: dict[str, str]
+    servers: dict[str, Server]  # the running server of each backend
 
 
 @pytest.fixture
 def split(tiny_mimi, tiny_lm):
-    """Mimi and LM servers (2 LM slots, 4 codec slots) and a dialogue server over them."""
+    """Mimi and LM servers (4 codec slots, 2 LM slots) and a dialogue server over them."""
     with contextlib.ExitStack() as stack:
-        mimi = MimiService.create(tiny_mimi, max_sessions=4, idle_timeout=10)
-        lm = MoshiLMService.create(tiny_lm, "tiny-random", max_sessions=2, idle_timeout=10)
-        stack.callback(mimi.engine.stop)
-        stack.callback(lm.engine.stop)
-        mimi_server, mimi_port = create_server([mimi])
-        stack.callback(lambda: mimi_server.stop(None).wait())
-        lm_server, lm_port = create_server([lm])
-        mimi_address, lm_address = f"127.0.0.1:{mimi_port}", f"127.0.0.1:{lm_port}"
-        dialogue = DialogueService(RemoteMimi(create_channel(mimi_address, backend=True)),
-                                   RemoteLM(create_channel(lm_address, backend=True)),
-                                   mimi_address, lm_address)
+        backends = {"mimi": MimiService.create(tiny_mimi, max_sessions=4, idle_timeout=10),
+                    "lm": MoshiLMService.create(tiny_lm, "tiny-random", max_sessions=2,
+                                                idle_timeout=10)}
+        running = Split(None, backends, {}, {})
+        for name, service in backends.items():
+            stack.callback(service.engine.stop)
+            running.servers[name], port = create_server([service])
+            running.addresses[name] = f"127.0.0.1:{port}"
+            # The server of the end (a test may have replaced it).
+            stack.callback(lambda name=name: running.servers[name].stop(None).wait())
+        dialogue = DialogueService(
+            RemoteMimi(create_channel(running.addresses["mimi"], backend=True)),
+            RemoteLM(create_channel(running.addresses["lm"], backend=True)),
+            running.addresses["mimi"], running.addresses["lm"])
         stack.callback(dialogue.close)
         server, port = create_server([dialogue])
         stack.callback(lambda: server.stop(None).wait())
-        channel = create_channel(f"127.0.0.1:{port}")
-        stack.callback(channel.close)
-        running = Split(channel, lm, lm_address, lm_server)
-        stack.callback(lambda: running.lm_server.stop(None).wait())  # the LM server of the end
+        running.channel = create_channel(f"127.0.0.1:{port}")
+        stack.callback(running.channel.close)
         yield running
 
 
@@ -127,15 +128,34 @@ def test_dialogues_beyond_the_backends_capacity_are_refused_at_once(split):
     assert converse_once(stub) > 0  # the slots came back
 
 
-def test_health_is_not_serving_while_the_lm_backend_is_down_and_serving_once_back(split):
+@pytest.mark.parametrize("backend", ["lm", "mimi"])
+def test_health_is_not_serving_while_a_backend_is_down_and_serving_once_back(split, backend):
     stub = dialogue_pb2_grpc.DialogueStub(split.channel)
     wait_for_health(split.channel, SERVING, within=5)
     assert converse_once(stub) > 0
-    split.lm_server.stop(None).wait()  # the LM server goes away
+    split.servers[backend].stop(None).wait()  # the backend's server goes away
     wait_for_health(split.channel, NOT_SERVING, within=5)
     with pytest.raises(grpc.RpcError) as error:
         converse_once(stub)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    split.lm_server, _ = create_server([split.lm], split.lm_address)  # back, same address
+    # Back, at the same address.
+    split.servers[backend], _ = create_server([split.backends[backend]],
+                                              split.addresses[backend])
     wait_for_health(split.channel, SERVING, within=10)
     assert converse_once(stub) > 0
+
+
+def test_bad_audio_ends_a_split_dialogue_with_invalid_argument_and_frees_its_slots(split):
+    stub = dialogue_pb2_grpc.DialogueStub(split.channel)
+    for bad in (np.array([0, np.nan], "<f4").tobytes(), b"\0" * 7):
+        requests = [CONFIG, dialogue_pb2.ConverseRequest(audio=FRAME),
+                    dialogue_pb2.ConverseRequest(audio=bad)]
+        with pytest.raises(grpc.RpcError) as error:  # never OK with fewer frames
+            list(stub.Converse(iter(requests), timeout=30))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Both slots are free again: two dialogues at once are admitted.
+    held = [HeldDialogue(stub) for _ in range(2)]
+    for dialogue in held:
+        assert dialogue.first_frame().frame_index == 0
+    for dialogue in held:
+        dialogue.release()
