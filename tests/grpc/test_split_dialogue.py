@@ -4,6 +4,7 @@ rest with RESOURCE_EXHAUSTED at once, and its health follows its backends' (issu
 
 import contextlib
 import dataclasses
+import socket
 import threading
 import time
 
@@ -23,6 +24,7 @@ from services.mimi.client import RemoteMimi
 from services.mimi.service import MimiService
 from services.moshi_lm.client import RemoteLM
 from services.moshi_lm.service import MoshiLMService
+from tests.grpc.conftest import spawn_serve
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -159,3 +161,39 @@ def test_bad_audio_ends_a_split_dialogue_with_invalid_argument_and_frees_its_slo
         assert dialogue.first_frame().frame_index == 0
     for dialogue in held:
         dialogue.release()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_dialogue_only_started_before_its_lm_serves_once_the_lm_is_up(tiny_mimi, tiny_lm):
+    """`serve --services dialogue --mimi-address --lm-address` as an operator starts it, with
+    the LM server not up yet: it starts, reports NOT_SERVING, and SERVING once the LM is."""
+    with contextlib.ExitStack() as stack:
+        mimi = MimiService.create(tiny_mimi, max_sessions=2, idle_timeout=10)
+        lm = MoshiLMService.create(tiny_lm, "tiny-random", max_sessions=2, idle_timeout=10)
+        stack.callback(mimi.engine.stop)
+        stack.callback(lm.engine.stop)
+        mimi_server, mimi_port = create_server([mimi])
+        stack.callback(lambda: mimi_server.stop(None).wait())
+        lm_address = f"127.0.0.1:{free_port()}"
+        process, port = spawn_serve("--services", "dialogue", "--mimi-address",
+                                    f"127.0.0.1:{mimi_port}", "--lm-address", lm_address,
+                                    "--drain-delay", "0", "--grace", "0")
+
+        def end() -> None:
+            process.terminate()
+            process.wait(timeout=30)
+            process.stderr.close()
+
+        stack.callback(end)
+        channel = create_channel(f"127.0.0.1:{port}")
+        stack.callback(channel.close)
+        wait_for_health(channel, NOT_SERVING, within=5)
+        lm_server, _ = create_server([lm], lm_address)
+        stack.callback(lambda: lm_server.stop(None).wait())
+        wait_for_health(channel, SERVING, within=10)
+        assert converse_once(dialogue_pb2_grpc.DialogueStub(channel)) > 0
