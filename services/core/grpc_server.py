@@ -140,16 +140,19 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         return _refusing_handler(handler, grpc.StatusCode.UNAUTHENTICATED, message)
 
 
+# (request streaming, response streaming) -> the factory of such a handler.
+_HANDLER_OF = {(False, False): grpc.unary_unary_rpc_method_handler,
+               (False, True): grpc.unary_stream_rpc_method_handler,
+               (True, False): grpc.stream_unary_rpc_method_handler,
+               (True, True): grpc.stream_stream_rpc_method_handler}
+
+
 def _refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
                       message: str) -> grpc.RpcMethodHandler:
     async def refuse(request, context):
         await context.abort(code, message)
 
-    make = {(False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler}
-    return make[handler.request_streaming, handler.response_streaming](
+    return _HANDLER_OF[handler.request_streaming, handler.response_streaming](
         refuse, request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer)
 
@@ -189,15 +192,12 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         inner = {(False, False): handler.unary_unary, (False, True): handler.unary_stream,
                  (True, False): handler.stream_unary,
                  (True, True): handler.stream_stream}[streaming]
-        make = {(False, False): grpc.unary_unary_rpc_method_handler,
-                (False, True): grpc.unary_stream_rpc_method_handler,
-                (True, False): grpc.stream_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler}[streaming]
         checked = self._streams if handler.request_streaming else _parsed
         guarded = (_streamed(inner, checked) if handler.response_streaming
                    else _unary(inner, checked))
-        return make(guarded, request_deserializer=_parsing(handler.request_deserializer),
-                    response_serializer=handler.response_serializer)
+        return _HANDLER_OF[streaming](
+            guarded, request_deserializer=_parsing(handler.request_deserializer),
+            response_serializer=handler.response_serializer)
 
     def _streams(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         return _checked(requests, self._config_timeout)
@@ -209,6 +209,9 @@ def _parsed(request: Any) -> Any:
     return request
 
 
+# The guarded behaviours are coroutines (async generators for response streams). Every
+# handler of this server is one too; a plain function or generator would still be served, but
+# on the event loop rather than on grpc's thread pool, so keep handlers async.
 def _unary(inner: Callable, checked: Callable[[Any], Any]) -> Callable:
     async def behaviour(request, context):
         try:
