@@ -448,8 +448,9 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
         raise
     if port == 0:
         loop.call_soon_threadsafe(loop.stop)
+        tls = (", or the TLS key does not match its certificate" if options.tls else "")
         raise BindError(f"cannot listen on {address}: the port is in use (or the address is "
-                        "not this machine's); pick another --port")
+                        f"not this machine's{tls}); pick another --port")
     server = Server(loop, thread, aio_server, health_servicer, services)
     server.start_probes()
     if warm_up:
