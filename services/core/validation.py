@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from services.core.common_pb2 import SamplingParams
 
 MAX_TEMPERATURE = 10.0  # beyond this sampling is uniform noise: surely a client bug
@@ -81,6 +81,8 @@ def check_range(name: str, value: float, low: float, high: float) -> float:
 
 def check_samples(samples: np.ndarray) -> np.ndarray:
     """float32 samples from the wire: finite and within +-MAX_SAMPLE_MAGNITUDE."""
+    import numpy as np  # here: the CLI imports this module at start-up, before numpy is wanted
+
     from services.core.engine import InvalidInput
 
     if samples.size == 0:
