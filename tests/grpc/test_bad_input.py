@@ -26,7 +26,9 @@ from services.tts import tts_pb2, tts_pb2_grpc
 from services.wiring import ModelOptions, build_services, close_all
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-CONFIG_TIMEOUT = 0.5  # seconds: the config-less cases wait this long
+# Seconds: the config-less cases wait this long; long enough that a loaded machine still gets
+# every other case's first message in.
+CONFIG_TIMEOUT = 2.0
 TOKEN = "matrix-token"
 OPTIONS = ModelOptions(max_sessions=4, asr_text_delay=3, tts_audio_delay=4, idle_timeout=10)
 CODEBOOKS = 8  # the built-in LM's input and output codebooks, Mimi's default
@@ -202,7 +204,7 @@ def config_less(method: str) -> Callable:
     """A stream that opens and never sends its config (it holds its request stream open)."""
     def call(channel):
         def never():
-            time.sleep(CONFIG_TIMEOUT * 6)  # well past the server's config timeout
+            time.sleep(CONFIG_TIMEOUT * 3)  # well past the server's config timeout
             yield b""
         stream_raw(channel, method, never())
 

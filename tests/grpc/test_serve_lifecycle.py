@@ -54,7 +54,7 @@ def first_message(call, within: float):
 
 
 def test_sigterm_drains_not_serving_then_listener_closed_then_streams_ended():
-    drain, grace = 1.5, 2.0
+    drain, grace = 3.0, 2.0  # a drain long enough for a loaded machine to look in it
     process, port = spawn_serve("--services", "mimi", "--config-timeout", "0.5",
                                 "--drain-delay", str(drain), "--grace", str(grace))
     address = f"127.0.0.1:{port}"
@@ -92,18 +92,17 @@ def test_sigterm_drains_not_serving_then_listener_closed_then_streams_ended():
             # 1. NOT_SERVING while the listener still takes new connections and calls.
             with create_channel(address) as fresh:
                 assert health_pb2_grpc.HealthStub(fresh).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1).status == NOT_SERVING
+                    health_pb2.HealthCheckRequest(), timeout=drain / 2).status == NOT_SERVING
             # 2. Then the listener closes: new connections are refused.
             while True:
                 with create_channel(address) as fresh:
                     try:
                         health_pb2_grpc.HealthStub(fresh).Check(
-                            health_pb2.HealthCheckRequest(), timeout=0.5)
-                    except grpc.RpcError as error:
-                        assert error.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                grpc.StatusCode.DEADLINE_EXCEEDED)
-                        closed_at = time.monotonic()
-                        break
+                            health_pb2.HealthCheckRequest(), timeout=1)
+                    except grpc.RpcError as error:  # refused: UNAVAILABLE (slow: try again)
+                        if error.code() == grpc.StatusCode.UNAVAILABLE:
+                            closed_at = time.monotonic()
+                            break
                 assert time.monotonic() - not_serving_at < drain + 5, "listener never closed"
                 time.sleep(0.05)
             # 3. The running stream outlives the listener, then is ended (grace over).
