@@ -14,6 +14,9 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from services.asr import asr_pb2, asr_pb2_grpc
 from services.core import stats_pb2, stats_pb2_grpc
@@ -223,6 +226,7 @@ GOOD: dict[str, Callable[[grpc.Channel], object]] = {
         health_pb2.HealthCheckRequest(), timeout=5),
     "stats": lambda channel: stats_pb2_grpc.EngineStatsStub(channel).GetStats(
         stats_pb2.GetStatsRequest(), timeout=5),
+    "reflection": lambda channel: ProtoReflectionDescriptorDatabase(channel).get_services(),
 }
 
 GOOD_WITH_TOKEN = lambda channel: recognize_stream(  # noqa: E731
@@ -251,6 +255,8 @@ RPCS = [
     ("health", "/grpc.health.v1.Health/Check", False, False),
     ("health", "/grpc.health.v1.Health/Watch", False, True),
     ("stats", "/services.core.EngineStats/GetStats", False, False),
+    ("reflection", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", True,
+     True),
 ]
 
 
