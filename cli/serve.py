@@ -11,8 +11,13 @@ batched engine: ASR delays the LM's text behind the audio forced onto Moshi's st
 delays its audio behind the forced text (``services/asr/delayed_text.py``,
 ``services/tts/delayed_audio.py``). A Kyutai STT or TTS checkpoint serves its own mode only.
 
-Health reports NOT_SERVING while the models warm up, then SERVING; SIGTERM (or Ctrl-C) turns
-it NOT_SERVING, lets running streams finish for ``--grace`` seconds and exits.
+Health reports NOT_SERVING while the models warm up, then SERVING. SIGTERM (or Ctrl-C) drains
+in this order: health turns NOT_SERVING while new calls are still accepted, ``--drain-delay``
+seconds later the listener closes, running streams get ``--grace`` more seconds to finish, then
+the process exits.
+
+The bearer token is best given in the environment (``MOSHI_SERVICES_TOKEN``): ``--auth-token``
+works too, but any user of the machine can read a process's arguments in /proc/PID/cmdline.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import click
 from cli.errors import Command
 from cli.options import model_options
 from services.builtin import BUILTIN_PRESETS
+from services.core.constants import DEFAULT_CONFIG_TIMEOUT, DEFAULT_DRAIN_DELAY
 from services.wiring import (
     ALL_SERVICES,
     DEFAULT_AUDIO_DELAY_FRAMES,
@@ -59,6 +65,25 @@ def _check_port(host: str, port: int, flag: str = "--port") -> None:
         except OSError as e:
             raise BindError(f"cannot listen on {host}:{port}: {e.strerror}; pick another "
                             f"{flag}") from None
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """UsageError now, in one line, when the key and certificate cannot serve TLS together
+    (grpc would only say "Failed to bind" once the models are loaded)."""
+    import ssl
+
+    def no_passphrase() -> bytes:  # an encrypted key: fail, never prompt on the terminal
+        return b""
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, no_passphrase)
+    except ssl.SSLError as e:
+        # KEY_VALUES_MISMATCH: another key of the certificate's type; NO_CERTIFICATE_ASSIGNED:
+        # a key of another type (no certificate for it).
+        why = ("the key does not match the certificate"
+               if e.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
+               else f"not a usable PEM certificate and unencrypted key ({e.reason or e})")
+        raise click.UsageError(f"--tls-key {key} / --tls-cert {cert}: {why}") from None
 
 
 def _parse_services(value: str | None) -> list[str] | None:
@@ -113,26 +138,37 @@ def _parse_services(value: str | None) -> list[str] | None:
 @click.option("--mimi-address", help="Dialogue: use the Mimi service at this address.")
 @click.option("--lm-address", help="Dialogue: use the LM service at this address.")
 @click.option("--auth-token", envvar="MOSHI_SERVICES_TOKEN",
-              help="Require 'authorization: Bearer TOKEN' (env MOSHI_SERVICES_TOKEN); also "
-              "sent to --mimi-address / --lm-address.")
+              help="Require 'authorization: Bearer TOKEN'; also sent to --mimi-address / "
+              "--lm-address. Prefer the environment variable MOSHI_SERVICES_TOKEN: a token "
+              "given as this flag is visible to every user in /proc/PID/cmdline.")
 @click.option("--open-reflection", is_flag=True,
               help="With --auth-token: let reflection answer without the token too (so "
               "`grpcurl list` works); health always does.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
               help="PEM certificate chain: serve TLS (with --tls-key).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
+@click.option("--config-timeout", type=click.FloatRange(min=0.1),
+              default=DEFAULT_CONFIG_TIMEOUT, show_default=True,
+              help="Seconds a stream may take to send its first message (its config) before "
+              "it ends with DEADLINE_EXCEEDED, so idle connections cannot hold the server.")
+@click.option("--drain-delay", type=click.FloatRange(min=0), default=DEFAULT_DRAIN_DELAY,
+              show_default=True, help="On shutdown: seconds health reports NOT_SERVING "
+              "before the listener closes, so load balancers move new calls away first.")
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Seconds running streams get to finish on shutdown.")
+              help="On shutdown, once the listener is closed: seconds running streams get "
+              "to finish before they are ended.")
 def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device,
           dtype, threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
           tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
-          open_reflection, tls_cert, tls_key, grace) -> None:
+          open_reflection, tls_cert, tls_key, config_timeout, drain_delay, grace) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
     reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
     dialogue, ASR and TTS sessions in one batched engine, each with its own delays."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_cert is not None:
+        _check_tls(tls_cert, tls_key)
     from services.core.grpc_server import ServerOptions, create_server
 
     set_threads(threads)
@@ -155,6 +191,7 @@ def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_chec
         auth_token=auth_token, open_reflection=open_reflection,
         tls_cert_chain=Path(tls_cert).read_bytes() if tls_cert else None,
         tls_private_key=Path(tls_key).read_bytes() if tls_key else None,
+        config_timeout=config_timeout,
         http_address=None if http_port is None else f"{host}:{http_port}")
     server, bound = create_server(services, f"{host}:{port}", server_options, warm_up=False,
                                   http_routes=http_routes(services))
@@ -172,7 +209,7 @@ def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_chec
     click.echo("serving", err=True)
     while not stop.wait(0.5):  # a timed wait lets the signal handlers run
         pass
-    click.echo(f"shutting down (grace {grace:g} s)", err=True)
-    server.set_health(serving=False)
-    server.stop(grace).wait()
+    click.echo(f"shutting down: NOT_SERVING, the listener closes in {drain_delay:g} s, "
+               f"streams end {grace:g} s later", err=True)
+    server.shutdown(grace, drain_delay)
     close_all(services)

@@ -359,11 +359,12 @@ def _dialogue(services: dict[str, GrpcService], mimi_address: str | None,
     if mimi_address is not None:
         from services.mimi.client import RemoteMimi
 
-        codec, codec_where = RemoteMimi(create_channel(mimi_address), token), mimi_address
+        codec = RemoteMimi(create_channel(mimi_address, backend=True), token)
+        codec_where = mimi_address
     if lm_address is not None:
         from services.moshi_lm.client import RemoteLM
 
-        lm, lm_where = RemoteLM(create_channel(lm_address), token), lm_address
+        lm, lm_where = RemoteLM(create_channel(lm_address, backend=True), token), lm_address
     return DialogueService(codec, lm, codec_where, lm_where)
 
 

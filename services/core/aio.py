@@ -6,7 +6,8 @@ inbox or ends the session; here a waker sets an ``asyncio.Event`` through
 costs a coroutine, not a thread, and back-pressure stays the session's bounded queues.
 
 Streams that are not engine sessions (the split dialogue's chain of remote streams) have no
-wakers: their blocking calls run on the loop's default executor instead.
+wakers: their blocking calls run on the session's own ``executor`` (sized by whoever bounds
+how many such sessions there are), else on the loop's default executor.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class AsyncSession:
         self.session = session
         self._loop = asyncio.get_running_loop()
         self._native = hasattr(session, "try_send")
+        self._executor = getattr(session, "executor", None)
         if self._native:
             self._room, self._output = asyncio.Event(), asyncio.Event()
             session.add_waker(self._wake)
@@ -38,7 +40,7 @@ class AsyncSession:
     async def send(self, item: Any) -> None:
         """Queues one input, waiting while the inbox is full."""
         if not self._native:
-            await self._loop.run_in_executor(None, self.session.send, item)
+            await self._loop.run_in_executor(self._executor, self.session.send, item)
             return
         while True:
             self._room.clear()
@@ -56,7 +58,7 @@ class AsyncSession:
         if not self._native:
             outputs = iter(self.session)
             end = object()
-            while (item := await self._loop.run_in_executor(None, next, outputs, end)) \
+            while (item := await self._loop.run_in_executor(self._executor, next, outputs, end)) \
                     is not end:
                 yield item
             return

@@ -4,6 +4,18 @@ bearer-token auth and TLS, keepalive for long streams.
 ``create_server`` builds and starts a server for already constructed services and returns
 ``(server, port)``; ``moshi-services serve`` (cli/serve.py) loads the models, calls it, warms
 up and waits for SIGTERM. Tests call it on ``127.0.0.1:0``.
+
+What every registered service gets from here, without a line of its own (``RequestGuard``):
+bytes that are not a valid request message (malformed protobuf, invalid UTF-8 in a string)
+end the call with INVALID_ARGUMENT; a client stream's first message must come within
+``ServerOptions.config_timeout`` (else DEADLINE_EXCEEDED); an engine or PCM error that escapes
+a handler gets its own status, never INTERNAL. Services that depend on other servers (the
+split dialogue) report their readiness (``ready()``), and health follows it.
+
+Shutdown (``Server.shutdown``), in this order: health turns NOT_SERVING while the listener
+still accepts calls (so load balancers see it and move new calls away), ``drain_delay``
+seconds later the listener closes, and the streams still running end after ``grace`` more
+seconds.
 """
 
 from __future__ import annotations
@@ -12,21 +24,25 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import hmac
+import inspect
 import logging
 import ssl
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from aiohttp import web
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.core import stats_pb2, stats_pb2_grpc
-from services.core.engine import Engine
+from services.core.constants import DEFAULT_CONFIG_TIMEOUT, DEFAULT_DRAIN_DELAY
+from services.core.engine import ConfigTimeout, Engine, InvalidInput
+from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.http.server import STATE, HttpRoutes, build_app, start_app
 
 log = logging.getLogger(__name__)
@@ -35,6 +51,7 @@ MiB = 1 << 20
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 STATS_SERVICE = stats_pb2.DESCRIPTOR.services_by_name["EngineStats"].full_name
 REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"  # newer grpcurl asks v1 first
+READINESS_INTERVAL = 1.0  # seconds between two readiness probes of a service that has them
 
 # Dialogue streams last minutes. The server pings idle connections every 30 s so dead peers are
 # found, and accepts client pings every 10 s or slower even without data in flight; clients use
@@ -76,6 +93,10 @@ class GrpcService(Protocol):
     def close(self) -> None:
         """Stops what the service owns (its engines)."""
 
+    # Optional: ``ready() -> bool``, blocking (it runs on a probe thread every
+    # READINESS_INTERVAL): False while a server the service depends on is down, and health
+    # reports the service NOT_SERVING until it is True again.
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
@@ -84,6 +105,8 @@ class ServerOptions:
     tls_private_key: bytes | None = None
     max_message_bytes: int = 4 * MiB  # gRPC's default receive limit, stated explicitly
     open_reflection: bool = False  # with auth_token: reflection answers without the token
+    # Seconds a client stream may take to send its first message (its config); None: no limit.
+    config_timeout: float | None = DEFAULT_CONFIG_TIMEOUT
     # host:port of the HTTP side (websockets, /metrics, the page; services.http); None: off.
     # HTTPS with the same certificate when TLS is on.
     http_address: str | None = None
@@ -112,8 +135,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(self._open_prefixes):
             return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        given = str(metadata.get("authorization", "")).encode()
+        headers = [str(value) for key, value in handler_call_details.invocation_metadata or ()
+                   if key == "authorization"]
+        if len(headers) > 1:  # which one would count is a proxy's guess: refuse them all
+            return _refusing_handler(handler, grpc.StatusCode.UNAUTHENTICATED,
+                                     f"{len(headers)} authorization headers: send exactly one")
+        given = headers[0].encode() if headers else b""
         if hmac.compare_digest(given, self._expected):
             return handler
         message = ("missing bearer token: send 'authorization: Bearer <token>' metadata"
@@ -121,18 +148,128 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         return _refusing_handler(handler, grpc.StatusCode.UNAUTHENTICATED, message)
 
 
+# (request streaming, response streaming) -> the factory of such a handler.
+_HANDLER_OF = {(False, False): grpc.unary_unary_rpc_method_handler,
+               (False, True): grpc.unary_stream_rpc_method_handler,
+               (True, False): grpc.stream_unary_rpc_method_handler,
+               (True, True): grpc.stream_stream_rpc_method_handler}
+
+
 def _refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
                       message: str) -> grpc.RpcMethodHandler:
     async def refuse(request, context):
         await context.abort(code, message)
 
-    make = {(False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler}
-    return make[handler.request_streaming, handler.response_streaming](
+    return _HANDLER_OF[handler.request_streaming, handler.response_streaming](
         refuse, request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Malformed:
+    """What a guarded deserializer returns for bytes that are not a request message (raising
+    there would make grpc answer INTERNAL / UNKNOWN, which the protos reserve for bugs)."""
+
+    message: str
+
+
+def _parsing(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:  # malformed bytes, invalid UTF-8 in a string field
+            return _Malformed(f"malformed request: {error}")
+
+    return parse
+
+
+class RequestGuard(grpc.aio.ServerInterceptor):
+    """Wraps every handler of the server (every service, registered by whoever): malformed
+    requests -> INVALID_ARGUMENT; a client stream's first message within ``config_timeout``
+    seconds (None: no limit), else DEADLINE_EXCEEDED; an engine or PCM error a handler lets
+    through -> its status (``grpc_stream.abort``)."""
+
+    def __init__(self, config_timeout: float | None):
+        self._config_timeout = config_timeout
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        streaming = handler.request_streaming, handler.response_streaming
+        inner = {(False, False): handler.unary_unary, (False, True): handler.unary_stream,
+                 (True, False): handler.stream_unary,
+                 (True, True): handler.stream_stream}[streaming]
+        checked = self._streams if handler.request_streaming else _parsed
+        guarded = (_streamed(inner, checked) if handler.response_streaming
+                   else _unary(inner, checked))
+        return _HANDLER_OF[streaming](
+            guarded, request_deserializer=_parsing(handler.request_deserializer),
+            response_serializer=handler.response_serializer)
+
+    def _streams(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        return _checked(requests, self._config_timeout)
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Malformed):
+        raise InvalidInput(request.message)
+    return request
+
+
+# The guarded behaviours are coroutines (async generators for response streams). Every
+# handler of this server is one too; a plain function or generator would still be served, but
+# on the event loop rather than on grpc's thread pool, so keep handlers async.
+def _unary(inner: Callable, checked: Callable[[Any], Any]) -> Callable:
+    async def behaviour(request, context):
+        try:
+            response = inner(checked(request), context)
+            return await response if inspect.isawaitable(response) else response
+        except CLIENT_ERRORS as error:
+            await abort(context, error)
+
+    return behaviour
+
+
+def _streamed(inner: Callable, checked: Callable[[Any], Any]) -> Callable:
+    async def behaviour(request, context):
+        try:
+            result = inner(checked(request), context)
+            if inspect.isasyncgen(result):
+                async for response in result:
+                    yield response
+            elif inspect.isawaitable(result):  # a handler that writes with context.write
+                await result
+            else:  # a plain generator
+                for response in result:
+                    yield response
+        except CLIENT_ERRORS as error:
+            await abort(context, error)
+
+    return behaviour
+
+
+async def _checked(requests: AsyncIterator[Any], config_timeout: float | None
+                   ) -> AsyncIterator[Any]:
+    """A client stream's requests, the first within ``config_timeout`` s; InvalidInput for a
+    malformed one (serve_stream reports both with their status)."""
+    iterator = aiter(requests)
+    try:
+        first = await asyncio.wait_for(anext(iterator), config_timeout)
+    except StopAsyncIteration:
+        return
+    except asyncio.TimeoutError:
+        raise ConfigTimeout(f"no config within {config_timeout:g} s of the call's start "
+                            "(the first message of a stream is its config)") from None
+    request: Any = first
+    while True:
+        if isinstance(request, _Malformed):
+            raise InvalidInput(request.message)
+        yield request
+        try:
+            request = await anext(iterator)
+        except StopAsyncIteration:
+            return
 
 
 class StatsServicer(stats_pb2_grpc.EngineStatsServicer):
@@ -155,32 +292,82 @@ class StatsServicer(stats_pb2_grpc.EngineStatsServicer):
 
 class Server:
     """A ``grpc.aio`` server on an event-loop thread of its own, driven from ordinary threads:
-    its handlers are coroutines (a session costs no thread), the engines run on theirs."""
+    its handlers are coroutines (a session costs no thread), the engines run on theirs.
+
+    Health of a service = the server is serving (``set_health``) and the service is ready
+    (its ``ready()``, probed every READINESS_INTERVAL, for the services that have one); the
+    whole server ("") is serving when every service is."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
                  server: grpc.aio.Server, health_servicer: health.aio.HealthServicer,
-                 names: Sequence[str], http: tuple[web.AppRunner, int] | None = None):
+                 services: Sequence[GrpcService],
+                 http: tuple[web.AppRunner, int] | None = None):
         self._loop, self._thread, self._server = loop, thread, server
-        self._health, self._names = health_servicer, list(names)
+        self._health, self._names = health_servicer, [s.name for s in services]
         self._http = http[0] if http else None
         #: The HTTP side's bound port (None without ``ServerOptions.http_address``).
         self.http_port = http[1] if http else None
+        self._serving = False
+        self._ready = dict.fromkeys(self._names, True)  # touched on the loop only
+        self._probed = [s for s in services if callable(getattr(s, "ready", None))]
+        self._probe_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="readiness") if self._probed else None
 
     def _run(self, coroutine) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
+    async def _publish(self) -> None:
+        def status(serving: bool) -> int:
+            return (health_pb2.HealthCheckResponse.SERVING if serving
+                    else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        for name in self._names:
+            await self._health.set(name, status(self._serving and self._ready[name]))
+        await self._health.set("", status(self._serving and all(self._ready.values())))
+        if self._http is not None:
+            self._http.app[STATE].serving = self._serving and all(self._ready.values())
+
     def set_health(self, serving: bool) -> None:
-        """Every service name and "" (the whole server) to SERVING or NOT_SERVING."""
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Every service name and "" (the whole server) to SERVING (those that are ready) or
+        NOT_SERVING. Turning SERVING probes readiness first (here, blocking), so no service
+        is announced SERVING before it is known to be ready."""
+        readiness = {s.name: bool(s.ready()) for s in self._probed} if serving else {}
 
         async def set_all() -> None:
-            for name in ["", *self._names]:
-                await self._health.set(name, status)
-            if self._http is not None:
-                self._http.app[STATE].serving = serving
+            self._ready.update(readiness)
+            self._serving = serving
+            await self._publish()
 
         self._run(set_all()).result()
+
+    def start_probes(self) -> None:
+        """Probes the readiness of the services that have a ``ready()`` from now on."""
+        if self._probed:
+            self._run(self._probe_forever())
+
+    async def _probe_forever(self) -> None:
+        while True:
+            for service in self._probed:
+                ready = bool(await self._loop.run_in_executor(self._probe_pool, service.ready))
+                if ready != self._ready[service.name]:
+                    log.warning("%s is %s", service.name, "ready again" if ready else
+                                "not ready: health reports NOT_SERVING")
+                    self._ready[service.name] = ready
+                    await self._publish()
+            await asyncio.sleep(READINESS_INTERVAL)
+
+    def shutdown(self, grace: float | None, drain_delay: float = DEFAULT_DRAIN_DELAY) -> None:
+        """The documented shutdown, returning once done: health NOT_SERVING first (while new
+        calls are still accepted, so probes see it), ``drain_delay`` seconds later the
+        listener closes, running calls end after ``grace`` more seconds."""
+        async def leave() -> None:
+            self._serving = False
+            await self._publish()
+            await self._health.enter_graceful_shutdown()  # probes can no longer flip it back
+
+        self._run(leave()).result()
+        threading.Event().wait(drain_delay)
+        self.stop(grace).wait()
 
     def stop(self, grace: float | None) -> threading.Event:
         """Stops accepting calls, ends running ones after ``grace`` seconds, then the loop;
@@ -188,11 +375,13 @@ class Server:
         stopped = threading.Event()
 
         async def stop() -> None:
-            if self._http is not None:
-                await self._http.cleanup()
-            await self._server.stop(grace)
+            # Both listeners close at once; websockets get the HTTP side's shutdown timeout.
+            http = [self._http.cleanup()] if self._http is not None else []
+            await asyncio.gather(self._server.stop(grace), *http)
             stopped.set()
 
+        if self._probe_pool is not None:
+            self._probe_pool.shutdown(wait=False, cancel_futures=True)
         if self._loop.is_closed() or not self._thread.is_alive():
             stopped.set()
             return stopped
@@ -234,8 +423,10 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
     thread.start()
 
     async def build() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-        interceptors = ([BearerTokenInterceptor(options.auth_token, options.open_prefixes)]
-                        if options.auth_token else [])
+        # The guard first: a malformed request to a refused call is still INVALID_ARGUMENT.
+        interceptors = [RequestGuard(options.config_timeout)] + (
+            [BearerTokenInterceptor(options.auth_token, options.open_prefixes)]
+            if options.auth_token else [])
         server = grpc.aio.server(
             interceptors=interceptors,
             # so_reuseport 0: a second server on a port in use fails to bind instead of
@@ -286,8 +477,9 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
         raise
     if port == 0:
         loop.call_soon_threadsafe(loop.stop)
+        tls = (", or the TLS key does not match its certificate" if options.tls else "")
         raise BindError(f"cannot listen on {address}: the port is in use (or the address is "
-                        "not this machine's); pick another --port")
+                        f"not this machine's{tls}); pick another --port")
     http = None
     if options.http_address is not None:
         try:
@@ -296,8 +488,8 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
             asyncio.run_coroutine_threadsafe(aio_server.stop(None), loop).result()
             loop.call_soon_threadsafe(loop.stop)
             raise
-    server = Server(loop, thread, aio_server, health_servicer, [s.name for s in services],
-                    http)
+    server = Server(loop, thread, aio_server, health_servicer, services, http)
+    server.start_probes()
     if warm_up:
         for service in services:
             service.warm_up()
@@ -318,10 +510,15 @@ def _ssl_context(cert_chain: bytes, private_key: bytes) -> ssl.SSLContext:
 
 
 def create_channel(address: str, root_certificates: bytes | None = None,
-                   tls: bool = False) -> grpc.Channel:
-    """A client channel with keepalive settings that match the server's policy."""
+                   tls: bool = False, backend: bool = False) -> grpc.Channel:
+    """A client channel with keepalive settings that match the server's policy. ``backend``:
+    a server's channel to a server it depends on, which retries connecting at least every
+    2 s (grpc's back-off grows to 2 minutes), so a backend that returns is seen soon."""
     options = [*CLIENT_KEEPALIVE_OPTIONS,
                ("grpc.max_receive_message_length", 64 * MiB)]
+    if backend:
+        options += [("grpc.initial_reconnect_backoff_ms", 500),
+                    ("grpc.max_reconnect_backoff_ms", 2000)]
     if tls or root_certificates is not None:
         credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
         return grpc.secure_channel(address, credentials, options=options)

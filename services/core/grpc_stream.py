@@ -102,22 +102,19 @@ async def serve_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerC
                        open_session: Callable[[Any], StreamSession],
                        to_inputs: Callable[[Any], Iterable[Any]],
                        to_response: Callable[[Any], Any | None],
-                       flush_inputs: Callable[[], Iterable[Any]] = tuple,
-                       config_timeout: float | None = None) -> AsyncIterator[Any]:
+                       flush_inputs: Callable[[], Iterable[Any]] = tuple
+                       ) -> AsyncIterator[Any]:
     """The body of a config-first bidi RPC, as coroutines on the server's event loop.
 
     ``open_session(config)`` validates the config and takes a slot (raising an EngineError or
     PcmError); ``to_inputs(request)`` turns each later request into session inputs (raising on
     bad data); ``flush_inputs()`` gives the last inputs once the client half-closes;
-    ``to_response(output)`` makes the response of each output (None: nothing to send). The
-    first request must come within ``config_timeout`` seconds (None: no limit).
+    ``to_response(output)`` makes the response of each output (None: nothing to send). How
+    long the first request may take is the server's ``config_timeout``
+    (``grpc_server.RequestGuard``: the request iterator raises ConfigTimeout).
     """
     try:
-        try:
-            first = await asyncio.wait_for(anext(requests, None), config_timeout)
-        except asyncio.TimeoutError:
-            raise ConfigTimeout(f"no config within {config_timeout:g} s of the call's "
-                                "start") from None
+        first = await anext(requests, None)
         if first is None:
             raise InvalidInput("the stream ended before its config")
         session = open_session(config_of(first))

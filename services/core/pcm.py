@@ -8,6 +8,7 @@ import numpy as np
 from services.core.audio import StreamResampler
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, AudioEncoding
 from services.core.constants import FRAME_SIZE
+from services.core.validation import check_samples
 
 MIN_SAMPLE_RATE = 1_000  # Hz; below this no speech survives
 MAX_SAMPLE_RATE = 384_000  # Hz; the highest rate audio interfaces offer
@@ -36,7 +37,8 @@ def check_sample_rate(rate: int) -> int:
 
 
 def decode_pcm(data: bytes, encoding: int) -> np.ndarray:
-    """Wire bytes -> float32 samples in [-1, 1] (f32 is passed through, but must be finite)."""
+    """Wire bytes -> float32 samples, nominally in [-1, 1] (f32 is passed through, but must
+    pass ``validation.check_samples``: finite, not far beyond full scale)."""
     dtype = _DTYPES[check_encoding(encoding)]
     if len(data) % dtype.itemsize:
         raise PcmError(f"{AudioEncoding.Name(encoding)} audio needs a multiple of "
@@ -44,9 +46,7 @@ def decode_pcm(data: bytes, encoding: int) -> np.ndarray:
     samples = np.frombuffer(data, dtype=dtype)
     if encoding == PCM_S16LE:
         return samples.astype(np.float32) / _S16_SCALE
-    if not np.isfinite(samples).all():
-        raise PcmError("audio contains NaN or infinite samples")
-    return samples.astype(np.float32)
+    return check_samples(samples.astype(np.float32))
 
 
 def encode_pcm(audio: np.ndarray, encoding: int) -> bytes:

@@ -16,7 +16,8 @@ running Mimi and LM servers, and both give the same frames.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,8 +43,14 @@ class DialogueSession:
     """Takes 1920-sample frames of the user's voice (24 kHz float32); yields DialogueFrames.
     Holds an LM slot and two codec slots (an encoder and a decoder) until it ends."""
 
-    def __init__(self, codec: Codec, lm: LanguageModel, config: moshi_lm_pb2.GenerateConfig):
+    def __init__(self, codec: Codec, lm: LanguageModel, config: moshi_lm_pb2.GenerateConfig,
+                 on_close: Callable[[], None] | None = None):
+        """``on_close``: called once, at the first ``close`` (gives the dialogue's slot back)."""
         info = lm.info()
+        self._on_close, self._close_lock = on_close, threading.Lock()
+        # Where an asyncio server runs this session's blocking calls (services.core.aio);
+        # None: the loop's default pool.
+        self.executor: Executor | None = None
         self._streams: list[Any] = []
         try:  # on CapacityError, give back what was taken
             self._lm = self._take(lm.open_generation(config))
@@ -81,6 +88,10 @@ class DialogueSession:
     def close(self, error: EngineError | None = None) -> None:
         for stream in self._streams:
             stream.close(error)
+        with self._close_lock:
+            on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     def _encode_to_lm(self) -> None:
         try:

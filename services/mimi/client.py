@@ -13,14 +13,17 @@ from services.core.grpc_client import RemoteStream, bearer_metadata
 from services.core.pcm import encode_pcm
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 
+INFO_TIMEOUT = 5.0  # seconds; GetInfo does no model work, so a slower answer means trouble
+
 
 class RemoteMimi:
     def __init__(self, channel: grpc.Channel, token: str | None = None):
-        self.stub = mimi_pb2_grpc.MimiStub(channel)
+        self.channel, self.stub = channel, mimi_pb2_grpc.MimiStub(channel)
         self.metadata = bearer_metadata(token)
 
     def info(self) -> mimi_pb2.MimiInfo:
-        return self.stub.GetInfo(mimi_pb2.GetInfoRequest(), metadata=self.metadata)
+        return self.stub.GetInfo(mimi_pb2.GetInfoRequest(), metadata=self.metadata,
+                                 timeout=INFO_TIMEOUT)
 
     def open_encoder(self, num_codebooks: int = 0, sample_rate: int = SAMPLE_RATE
                      ) -> RemoteStream:

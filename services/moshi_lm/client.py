@@ -11,10 +11,12 @@ from services.core.grpc_client import RemoteStream, bearer_metadata, engine_erro
 from services.moshi_lm import moshi_lm_pb2, moshi_lm_pb2_grpc
 from services.moshi_lm.mode import LMFrame
 
+INFO_TIMEOUT = 5.0  # seconds; GetInfo does no model work, so a slower answer means trouble
+
 
 class RemoteLM:
     def __init__(self, channel: grpc.Channel, token: str | None = None):
-        self.stub = moshi_lm_pb2_grpc.MoshiLMStub(channel)
+        self.channel, self.stub = channel, moshi_lm_pb2_grpc.MoshiLMStub(channel)
         self.metadata = bearer_metadata(token)
         self._info: moshi_lm_pb2.LMInfo | None = None
 
@@ -22,7 +24,7 @@ class RemoteLM:
         if self._info is None:  # fixed for the server's lifetime
             try:
                 self._info = self.stub.GetInfo(moshi_lm_pb2.GetInfoRequest(),
-                                               metadata=self.metadata)
+                                               metadata=self.metadata, timeout=INFO_TIMEOUT)
             except grpc.RpcError as error:  # e.g. UNAVAILABLE: reported as the dialogue's own
                 raise engine_error(error) from None
         return self._info

@@ -4,7 +4,6 @@ Moshi-architecture LM's engine next to its dialogues); the codec decodes in the 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import AsyncIterator, Callable
 
@@ -17,7 +16,13 @@ from services.core.constants import FRAME_RATE, SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
 from services.core.pcm import PcmError, check_encoding, check_sample_rate, encode_pcm
-from services.core.validation import resolve_seed, sampling_params
+from services.core.validation import (
+    EMPTY_TEXT,
+    check_range,
+    check_text,
+    resolve_seed,
+    sampling_params,
+)
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
 from services.tts import tts_pb2, tts_pb2_grpc
@@ -27,6 +32,7 @@ from services.tts.script import WordEncoder
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["SpeechSynthesis"].full_name
 DEFAULT_CFG = 2.0
+MAX_CFG_COEF = 10.0  # classifier-free guidance this strong only distorts: a client's mistake
 
 
 class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
@@ -88,15 +94,15 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                                cfg.text_vocab, "text")
         audio = sampling_params(config.audio_sampling, d.audio_temperature, d.audio_top_k,
                                 cfg.card, "audio")
-        cfg_coef = config.cfg_coef if config.HasField("cfg_coef") else DEFAULT_CFG
+        cfg_coef = check_range("cfg_coef", config.cfg_coef, 0, MAX_CFG_COEF) \
+            if config.HasField("cfg_coef") else DEFAULT_CFG
         if self.cfg_values is not None and f"{cfg_coef:.1f}" not in self.cfg_values:
             raise InvalidInput(f"cfg_coef must be one of {', '.join(self.cfg_values)}, "
                                f"got {cfg_coef}")
         n_q = config.num_codebooks or cfg.dep_q
         if not 1 <= n_q <= cfg.dep_q:
             raise InvalidInput(f"num_codebooks must be in 1..{cfg.dep_q} (0 = all), got {n_q}")
-        if not math.isfinite(config.speed_bias) or abs(config.speed_bias) > 10:
-            raise InvalidInput(f"speed_bias must be in [-10, 10], got {config.speed_bias}")
+        check_range("speed_bias", config.speed_bias, -10, 10)
         voice = self._voice(config.voice) if self.voice_conditioning or config.voice else None
         request = TTSRequest(
             voices=(voice,), cfg_coef=cfg_coef,
@@ -176,24 +182,37 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
             sessions.append(self.open(config))
             return sessions[0]
 
+        spoken = False  # whether any text chunk so far had more than white space
+
+        def check_spoken() -> None:  # the rule of Synthesize, for the whole streamed text
+            if not spoken:
+                raise InvalidInput(EMPTY_TEXT)
+
         def to_inputs(request):
+            nonlocal spoken
             kind = request.WhichOneof("request")
             if kind == "text":
+                spoken = spoken or bool(request.text.strip())
                 return [request.text]
             if kind == "end_of_input":  # the client may keep the stream open to read
+                check_spoken()
                 sessions[0].finish()
                 return []
             raise InvalidInput("expected text or end_of_input after the config")
 
+        def flush_inputs():
+            check_spoken()
+            return ()
+
         async for response in grpc_stream.serve_stream(
             request_iterator, context, open_session=open_session, to_inputs=to_inputs,
+            flush_inputs=flush_inputs,
             to_response=lambda chunk: None if chunk is None else writers[0].chunk(chunk)):
             yield response
 
     async def _run(self, request, context) -> AsyncIterator[tts_pb2.SynthesisChunk]:
         try:
-            if not request.text.strip():
-                raise InvalidInput("the text is empty")
+            check_text(request.text)
             writer = _ChunkWriter(request.config)
             session = self.open(request.config)
         except CLIENT_ERRORS as error:
