@@ -21,6 +21,10 @@ MiB = 1 << 20
 # The server's message limit (ServerOptions.max_message_bytes), less room for the reply's
 # other fields: a unary reply whose audio is larger cannot be sent.
 MAX_REPLY_AUDIO_BYTES = 4 * MiB - 64 * 1024
+# The longest audio one message may carry, at 24 kHz after resampling: any 4 MiB message of
+# 24 kHz s16 (87 s) fits, while 4 MiB at 1 kHz (35 min, 200 MB once resampled) does not. It
+# also bounds a unary Recognize, whose clip is one message.
+MAX_CHUNK_SECONDS = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +34,7 @@ class RequestLimits:
     max_text_chars: int = 50_000  # TTS: text of one request (a Synthesize, or a whole stream)
     max_break_seconds: float = 10.0  # TTS: the longest <break time="..."/>
     max_unary_audio_seconds: float = 120.0  # Mimi Encode / Decode: audio in or out of a call
-    max_chunk_seconds: float = 60.0  # streaming audio: one message, at 24 kHz after resampling
+    max_chunk_seconds: float = MAX_CHUNK_SECONDS  # one audio message (Mimi streams)
     voice_cache_size: int = 16  # TTS: voice files kept loaded (least recently used dropped)
     max_reply_audio_bytes: int = MAX_REPLY_AUDIO_BYTES  # unary replies' audio
 

@@ -8,12 +8,10 @@ import numpy as np
 from services.core.audio import StreamResampler
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, AudioEncoding
 from services.core.constants import FRAME_SIZE
+from services.core.limits import MAX_CHUNK_SECONDS
 
 MIN_SAMPLE_RATE = 1_000  # Hz; below this no speech survives
 MAX_SAMPLE_RATE = 384_000  # Hz; the highest rate audio interfaces offer
-# The longest audio one streaming message may carry (at 24 kHz, after resampling): a 4 MiB
-# message at 1 kHz would be 35 min, 200 MB of samples once resampled (services.core.limits).
-MAX_CHUNK_SECONDS = 60.0
 
 _DTYPES = {PCM_S16LE: np.dtype("<i2"), PCM_F32LE: np.dtype("<f4")}
 _S16_SCALE = 32768.0
