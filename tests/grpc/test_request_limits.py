@@ -71,9 +71,11 @@ def test_a_text_flood_keeps_the_server_small_and_cancel_stops_its_work():
     """A client sends 16 MB of text as fast as it can and reads slowly: the server takes the
     text in only as it speaks it (before: +750 MB for 10 MB), and cancel ends the work."""
     process, port = spawn_serve("--services", "tts", "--threads", "1",
-                                "--max-text-chars", "100000000")
+                                "--max-text-chars", "100000000", "--max-break-seconds", "1")
     try:
         with create_channel(f"127.0.0.1:{port}") as channel:
+            message, _ = refused(synthesize, channel, '<break time="1.5s"/>')
+            assert "longest allowed, 1 s" in message  # serve's flags reach the service
             before = rss_mb(process.pid)
             message = WORDS * (4096 // len(WORDS))
             sent = [0]
