@@ -33,6 +33,7 @@ from cli.errors import Command
 from cli.options import model_options
 from services.builtin import BUILTIN_PRESETS
 from services.core.constants import DEFAULT_CONFIG_TIMEOUT, DEFAULT_DRAIN_DELAY
+from services.core.limits import RequestLimits
 from services.wiring import (
     ALL_SERVICES,
     DEFAULT_AUDIO_DELAY_FRAMES,
@@ -157,10 +158,21 @@ def _parse_services(value: str | None) -> list[str] | None:
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="On shutdown, once the listener is closed: seconds running streams get "
               "to finish before they are ended.")
+@click.option("--max-text-chars", type=click.IntRange(1),
+              default=RequestLimits.max_text_chars, show_default=True,
+              help="TTS: characters of text per request (a Synthesize call or a whole stream).")
+@click.option("--max-break-seconds", type=click.FloatRange(min=0, min_open=True),
+              default=RequestLimits.max_break_seconds, show_default=True,
+              help="TTS: the longest <break time=\"...s\"/> a text may ask for.")
+@click.option("--max-unary-audio-seconds", type=click.FloatRange(min=0, min_open=True),
+              default=RequestLimits.max_unary_audio_seconds, show_default=True,
+              help="Mimi Encode / Decode: seconds of audio in or out of one call (stream "
+              "longer audio).")
 def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device,
           dtype, threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
           tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
-          open_reflection, tls_cert, tls_key, config_timeout, drain_delay, grace) -> None:
+          open_reflection, tls_cert, tls_key, config_timeout, drain_delay, grace,
+          max_text_chars, max_break_seconds, max_unary_audio_seconds) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
     reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
     dialogue, ASR and TTS sessions in one batched engine, each with its own delays."""
@@ -182,7 +194,10 @@ def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_chec
                            batch_window=batch_window_ms / 1000, asr_text_delay=asr_text_delay,
                            tts_audio_delay=tts_audio_delay, voices_dir=voices_dir,
                            builtin_preset=builtin_preset,
-                           quantize=quantize)
+                           quantize=quantize,
+                           limits=RequestLimits(max_text_chars=max_text_chars,
+                                                max_break_seconds=max_break_seconds,
+                                                max_unary_audio_seconds=max_unary_audio_seconds))
     try:
         services = build_services(names, options, mimi_address, lm_address, auth_token)
     except OptionsError as e:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from services import builtin
+from services.core.limits import RequestLimits
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +87,7 @@ class ModelOptions:
     voices_dir: str | None = None  # voices of a Kyutai TTS checkpoint
     quantize: str | None = None  # int8 LM weights; see services.moshi_lm.quantize
     builtin_preset: str = "tiny"  # the built-in models without a checkpoint (BUILTIN_PRESETS)
+    limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)  # see core.limits
 
     @property
     def builtin(self) -> bool:
@@ -251,7 +253,8 @@ def build_stt_service(options: ModelOptions) -> tuple[ASRService, MimiService]:
         name = str(checkpoint or repo)
     mimi = codec_of(model.cfg, options, model.cfg.num_input_codebooks)
     engine = engine_for(options, LMGenerator(model), mimi)
-    return ASRService.on_stt(engine, model.cfg, decode, name), MimiService(mimi, engine)
+    return (ASRService.on_stt(engine, model.cfg, decode, name),
+            MimiService(mimi, engine, options.limits))
 
 
 def build_tts_service(options: ModelOptions) -> tuple[TTSService, MimiService]:
@@ -279,8 +282,8 @@ def build_tts_service(options: ModelOptions) -> tuple[TTSService, MimiService]:
     length = None if voice is None else voice.shape[-1]
     engine = engine_for(options, LMGenerator(model), mimi, voice_length=length)
     service = TTSService.on_tts(engine, model, bundle.tokenizer, bundle.name, length,
-                                voices_dir, voice)
-    return service, MimiService(mimi, engine)
+                                voices_dir, voice, options.limits)
+    return service, MimiService(mimi, engine, options.limits)
 
 
 def build_checkpoint_speech_service(kind: str, options: ModelOptions) -> list[GrpcService]:
@@ -330,7 +333,7 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
     engine = engine_for(options, lm, mimi,
                         None if lm is None else lm.cfg.max_delay + shift) if mimi or lm else None
     if mimi is not None:
-        services["mimi"] = MimiService(mimi, engine)
+        services["mimi"] = MimiService(mimi, engine, options.limits)
     if lm is not None:
         services["lm"] = MoshiLMService(lm, engine, name,
                                         tokenizer.pieces if tokenizer is not None else None)
@@ -345,7 +348,7 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
         from services.tts.service import TTSService
 
         services["tts"] = TTSService.on_moshi(engine, lm.cfg, tokenizer, name,
-                                              options.tts_audio_delay)
+                                              options.tts_audio_delay, options.limits)
     return list(services.values())
 
 

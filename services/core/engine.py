@@ -23,7 +23,12 @@ at once, in order, so they take no tick. A *self-paced* session (its config has
 ``self_paced = True``: synthesis, which needs no input per step) hands its inputs to its
 config as they arrive (``absorb``; ``finish`` calls ``end_input``) and is stepped whenever
 its config ``can_step()``, until it is ``done``: its outbox bound paces it to its reader;
-while it cannot step, ``waiting_output()`` may say so.
+while it cannot step, ``waiting_output()`` may say so. Its config may hold inputs back in the
+inbox (``wants_input`` False: it has enough to go on), so the inbox bound paces its client.
+
+A config's optional ``accept_input(item) -> item`` checks (raising InvalidInput) or rewrites
+each input on the client's side, as it is queued: a request beyond its limits is refused
+before the engine does any of its work, whatever protocol it came by.
 """
 
 from __future__ import annotations
@@ -175,7 +180,8 @@ class Session:
                 raise InvalidInput("input after the end of input")
             if len(self._inbox) >= self._max_queue:
                 return False
-            self._inbox.append(item)
+            accept = getattr(self.config, "accept_input", None)
+            self._inbox.append(item if accept is None else accept(item))
             self.last_activity = time.monotonic()
         self.engine.wake()
         return True
@@ -278,11 +284,12 @@ class Session:
             if self.closed or self._ended:
                 return
             config = self.config
-            absorbed = bool(self._inbox)
-            while self._inbox:
+            absorbed = False
+            while self._inbox and getattr(config, "wants_input", True):
                 config.absorb(self._inbox.popleft())
                 self._cond.notify_all()
-            if self._finished and not config.input_ended:
+                absorbed = True
+            if self._finished and not self._inbox and not config.input_ended:
                 config.end_input()
             if not config.done and not config.can_step():
                 note = config.waiting_output()  # e.g. "waiting for text", told once per wait

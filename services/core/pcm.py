@@ -8,6 +8,7 @@ import numpy as np
 from services.core.audio import StreamResampler
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE, AudioEncoding
 from services.core.constants import FRAME_SIZE
+from services.core.limits import MAX_CHUNK_SECONDS
 from services.core.validation import check_samples
 
 MIN_SAMPLE_RATE = 1_000  # Hz; below this no speech survives
@@ -34,6 +35,11 @@ def check_sample_rate(rate: int) -> int:
         raise PcmError(f"sample_rate_hertz must be in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}, "
                        f"got {rate}")
     return rate
+
+
+def sample_bytes(encoding: int) -> int:
+    """Bytes per sample on the wire."""
+    return _DTYPES[check_encoding(encoding)].itemsize
 
 
 def decode_pcm(data: bytes, encoding: int) -> np.ndarray:
@@ -66,10 +72,12 @@ class FrameSplitter:
     frames, as a batch encode of the same audio does.
     """
 
-    def __init__(self, encoding: int, sample_rate: int, frame_size: int = FRAME_SIZE):
+    def __init__(self, encoding: int, sample_rate: int, frame_size: int = FRAME_SIZE,
+                 max_chunk_seconds: float = MAX_CHUNK_SECONDS):
         self.encoding = check_encoding(encoding)
         self.sample_rate = check_sample_rate(sample_rate)
         self.frame_size = frame_size
+        self.max_chunk_seconds = max_chunk_seconds
         self._resampler = StreamResampler(sample_rate)
         self._pending = np.zeros(0, dtype=np.float32)
         self.samples_received = 0  # at the input rate
@@ -79,6 +87,10 @@ class FrameSplitter:
         return self.samples_received / self.sample_rate
 
     def push(self, data: bytes) -> np.ndarray:
+        seconds = len(data) / sample_bytes(self.encoding) / self.sample_rate
+        if seconds > self.max_chunk_seconds:  # checked before decoding and resampling it
+            raise PcmError(f"an audio message of {seconds:.1f} s: at most "
+                           f"{self.max_chunk_seconds:g} s per message, send shorter chunks")
         audio = decode_pcm(data, self.encoding)
         self.samples_received += len(audio)
         return self._frames(self._resampler.process(audio))

@@ -4,7 +4,9 @@ with the dialogue, recognition and synthesis sessions.
 
 Streams go through the engine (one codec slot each); unary Encode/Decode run a batch call of
 the model on the handler thread while holding a codec slot, so they count against the same
-slots.
+slots. Their work is bounded before it starts (``services.core.limits``): at most
+``max_unary_audio_seconds`` of audio in or out, and a Decode reply that fits the message limit;
+a stream's audio message at most ``max_chunk_seconds`` once resampled.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from services.core.common_pb2 import CodeFrame
 from services.core.constants import SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import check_codes
-from services.core.pcm import FrameSplitter, check_encoding, decode_pcm, encode_pcm
+from services.core.limits import RequestLimits
+from services.core.pcm import (
+    FrameSplitter,
+    check_encoding,
+    check_sample_rate,
+    decode_pcm,
+    encode_pcm,
+    sample_bytes,
+)
 from services.core.tick import speech_engine
 from services.mimi import mimi_pb2, mimi_pb2_grpc
 from services.mimi.mode import DecodeMode, EncodeMode
@@ -31,17 +41,18 @@ SERVICE_NAME = mimi_pb2.DESCRIPTOR.services_by_name["Mimi"].full_name
 class MimiService(mimi_pb2_grpc.MimiServicer):
     name = SERVICE_NAME
 
-    def __init__(self, model: MimiModel, engine: Engine):
+    def __init__(self, model: MimiModel, engine: Engine, limits: RequestLimits | None = None):
         """``engine``: a ``speech_engine`` holding ``model`` as its codec."""
         self.model, self.engine = model, engine
+        self.limits = limits or RequestLimits()
 
     @classmethod
     def create(cls, model: MimiModel, max_sessions: int = 8, idle_timeout: float = 30.0,
-               batch_window: float = 0.0) -> MimiService:
+               batch_window: float = 0.0, limits: RequestLimits | None = None) -> MimiService:
         """On an engine of its own: ``max_sessions`` encoding plus ``max_sessions`` decoding
         streams (or unary calls); ``batch_window``: see ``Engine``."""
         return cls(model, speech_engine(max_sessions, codec=model, idle_timeout=idle_timeout,
-                                        batch_window=batch_window))
+                                        batch_window=batch_window), limits)
 
     # ---- in-process sessions (also used by the dialogue) -----------------------------------
 
@@ -93,9 +104,11 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
         try:
             config = request.config
             k = self.check_num_codebooks(config.num_codebooks)
-            splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)  # validates
-            audio = resample(decode_pcm(request.audio, splitter.encoding),
-                             splitter.sample_rate, SAMPLE_RATE)
+            encoding = check_encoding(config.encoding)
+            rate = check_sample_rate(config.sample_rate_hertz)
+            # The length at 24 kHz, before resampling: 1 MiB at 1 kHz is 524 s of audio.
+            self._check_seconds(len(request.audio) / sample_bytes(encoding) / rate, "Encode")
+            audio = resample(decode_pcm(request.audio, encoding), rate, SAMPLE_RATE)
 
             def encode():
                 with self.engine.reserve(self.engine.stepper.encoder_slots), \
@@ -116,6 +129,14 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             if not 0 <= request.num_samples <= length:
                 raise InvalidInput(f"num_samples must be in 0..{length} (1920 per frame), "
                                    f"got {request.num_samples}")
+            # Both bounds before any work: the codes' duration, and the reply's size.
+            self._check_seconds(length / SAMPLE_RATE, "Decode")
+            reply = (request.num_samples or length) * sample_bytes(encoding)
+            if reply > self.limits.max_reply_audio_bytes:
+                raise InvalidInput(
+                    f"the decoded audio would be {reply} bytes, over the "
+                    f"{self.limits.max_reply_audio_bytes}-byte reply limit: decode fewer "
+                    "frames per call (PCM_S16LE halves the size) or use StreamingDecode")
 
             def decode():
                 with self.engine.reserve(self.engine.stepper.decoder_slots), \
@@ -135,7 +156,8 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
         def open_session(config):
             nonlocal splitter
-            splitter = FrameSplitter(config.encoding, config.sample_rate_hertz)
+            splitter = FrameSplitter(config.encoding, config.sample_rate_hertz,
+                                     max_chunk_seconds=self.limits.max_chunk_seconds)
             return self.open_encoder(config.num_codebooks)
 
         def respond(codes: np.ndarray):
@@ -177,6 +199,12 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
             yield response
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _check_seconds(self, seconds: float, what: str) -> None:
+        limit = self.limits.max_unary_audio_seconds
+        if seconds > limit:
+            raise InvalidInput(f"{what} takes at most {limit:g} s of audio per call, got "
+                               f"{seconds:.1f} s: split it, or stream it")
 
     def _clip_codes(self, message: mimi_pb2.Codes) -> np.ndarray:
         k, t = message.num_codebooks, message.num_frames

@@ -7,6 +7,14 @@ text token (``choose_text``); the audio frames the step returns are decoded in t
 A step whose text has not arrived is not made (the session reports ``waiting_for_text``
 once), so text streamed slowly gives the same audio as text given at once.
 
+Text is bounded at every stage, so a client flooding text cannot grow the server: each chunk
+is checked on the client's side before it is queued (``accept_input``: the request's total
+length, every break tag; ``services.core.limits``); the session takes in another chunk only
+while less than ``TEXT_BUFFER_CHARS`` of raw text waits (``wants_input``: the rest waits in
+the engine's bounded inbox, and then in the client's flow control); and the raw text becomes
+words (tokens, state-machine entries, far larger than the text) only as the word state
+machine is about to need them, in pieces of at most ``TEXT_PIECE_CHARS``.
+
 The two kinds of model differ in their settings (``SynthesisMode.for_tts`` / ``for_moshi``):
 
 - a Kyutai TTS checkpoint proposes its text token and the state machine decides (new word or
@@ -24,6 +32,7 @@ One word-time rule serves both: a word fed at step s starts at
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -31,13 +40,16 @@ import numpy as np
 import torch
 
 from services.core.constants import FRAME_RATE, TEXT_PAD
+from services.core.limits import RequestLimits
 from services.core.tick import Mode, Route, RowResult
-from services.tts.script import ScriptBuilder, WordEncoder
+from services.tts.script import ScriptBuilder, TextCheck, WordEncoder
 from services.tts.state_machine import StateMachineConfig, WordStateMachine
 
 DROPPED_FRAMES = 2  # first decoded frames of a Kyutai TTS left out of the output (a click)
 DEFAULT_CONDITIONS = {"control": "ok", "cfg": "2.0"}
 MOSHI_FINAL_PADDING = 4  # steps a Moshi-architecture LM speaks past its text and delays
+TEXT_BUFFER_CHARS = 4096  # raw text a session holds before it stops taking more in
+TEXT_PIECE_CHARS = 1024  # raw text turned into words at a time, when the machine needs them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +61,8 @@ class TTSRequest:
     sampling: Any = None  # SamplingSettings (None: the checkpoint's lm_gen_config)
     num_codebooks: int | None = None  # audio codebooks generated (None: all)
     padding_bonus: float = 0.0  # added to the PAD logit: > 0 speaks slower
+    # The text's bounds (max_text_chars, breaks): checked as the text is queued.
+    limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)
 
     def condition_values(self) -> dict[str, str]:
         return {**DEFAULT_CONDITIONS, "cfg": f"{self.cfg_coef:.1f}"}
@@ -79,7 +93,8 @@ class SynthesisMode(Mode):
                  decode_codebooks: int, audio_lag: int, first_output_frame: int,
                  stop_tail: int, max_steps: int, cut_at_end: bool,
                  delays: tuple[int, ...] | None = None, reads_proposal: bool = False,
-                 request: TTSRequest | None = None, model: Any = None):
+                 request: TTSRequest | None = None, model: Any = None,
+                 limits: RequestLimits | None = None):
         """``audio_lag``: frames the audio lags the text in content; ``first_output_frame``:
         the first de-delayed frame in the output; the session stops ``stop_tail`` steps after
         the end of its text (``end_step``) or after ``max_steps``; ``cut_at_end``: the output
@@ -97,6 +112,11 @@ class SynthesisMode(Mode):
         self._pending: list[SpokenWord] = []  # fed words whose audio is not out yet
         self._frames_sent = 0
         self._reported_wait = False
+        limits = limits or (request.limits if request is not None else RequestLimits())
+        self._check = TextCheck(limits.max_text_chars, limits.max_break_seconds)
+        self._unread: collections.deque[str] = collections.deque()  # raw text, in order
+        self._unread_chars = 0
+        self._end_requested = False
 
     @classmethod
     def for_tts(cls, model: Any, tokenizer: WordEncoder, request: TTSRequest
@@ -111,7 +131,7 @@ class SynthesisMode(Mode):
                    first_output_frame=tts.delay_steps + DROPPED_FRAMES,
                    stop_tail=tts.delay_steps + tts.final_padding - 1,
                    max_steps=tts.max_gen_length, cut_at_end=True, reads_proposal=True,
-                   request=request, model=model)
+                   request=request, model=model, limits=request.limits)
         mode.padding_bonus = request.padding_bonus
         mode.audio_forced_until = tts.delay_steps
         mode.num_codebooks = request.num_codebooks
@@ -120,7 +140,8 @@ class SynthesisMode(Mode):
 
     @classmethod
     def for_moshi(cls, cfg: Any, tokenizer: WordEncoder, audio_delay_frames: int, sampling,
-                  num_codebooks: int | None = None, max_steps: int = 30_000) -> SynthesisMode:
+                  num_codebooks: int | None = None, max_steps: int = 30_000,
+                  limits: RequestLimits | None = None) -> SynthesisMode:
         """On a Moshi-architecture LM (``LMConfig``), the audio delayed ``audio_delay_frames``
         behind the forced text."""
         shift = audio_delay_frames
@@ -130,20 +151,47 @@ class SynthesisMode(Mode):
                    ScriptBuilder(tokenizer, multi_speaker=False), sampling=sampling,
                    decode_codebooks=num_codebooks or cfg.dep_q, audio_lag=0,
                    first_output_frame=0, stop_tail=max(delays) + MOSHI_FINAL_PADDING,
-                   max_steps=max_steps, cut_at_end=False, delays=delays)
+                   max_steps=max_steps, cut_at_end=False, delays=delays, limits=limits)
 
     # ---- self-paced session ---------------------------------------------------------------
 
+    def accept_input(self, text: str) -> str:
+        """On the client's side, before a chunk is queued: InvalidInput for text past the
+        request's limits (length, breaks), so it is refused before any work."""
+        self._check.push(text)
+        return text
+
+    @property
+    def wants_input(self) -> bool:
+        """Takes in another chunk only while little raw text waits (back-pressure)."""
+        return self._unread_chars < TEXT_BUFFER_CHARS
+
     def absorb(self, text: str) -> None:
-        self.machine.add(self.builder.push(text))
+        self._unread.append(text)
+        self._unread_chars += len(text)
+        self._refill()
 
     @property
     def input_ended(self) -> bool:
-        return self.machine.input_ended
+        return self._end_requested
 
     def end_input(self) -> None:
-        self.machine.add(self.builder.finish())
-        self.machine.end_input()
+        self._end_requested = True
+        self._refill()
+
+    def _refill(self) -> None:
+        """Raw text -> words for the state machine, only while it needs more to step."""
+        machine = self.machine
+        while machine.needs_text and self._unread:
+            text = self._unread.popleft()
+            if len(text) > TEXT_PIECE_CHARS:
+                text, rest = text[:TEXT_PIECE_CHARS], text[TEXT_PIECE_CHARS:]
+                self._unread.appendleft(rest)
+            self._unread_chars -= len(text)
+            machine.add(self.builder.push(text))
+        if self._end_requested and not self._unread and not machine.input_ended:
+            machine.add(self.builder.finish())
+            machine.end_input()
 
     @property
     def last_step(self) -> int:
@@ -179,6 +227,7 @@ class SynthesisMode(Mode):
         self.steps += 1
         self._reported_wait = False
         fed = self.machine.step(TEXT_PAD if proposed is None else proposed).token
+        self._refill()
         for word in self.machine.transcript[self._fed_words:]:
             start = max(0, word.step + self.audio_lag - self.first_output_frame) / FRAME_RATE
             self._pending.append(SpokenWord(word.text, word.step, start))

@@ -20,7 +20,14 @@ from typing import Protocol
 from services.core.constants import FRAME_RATE
 
 SPEAKER_TOKENS = (1, 2)  # main speaker on even turns, the other speaker on odd turns
-_BREAK = re.compile(r"""<break\s+time\s*=\s*["']?([0-9]*\.?[0-9]+)\s*s["']?\s*/?>""")
+# A break tag, every part bounded so a tag is never longer than MAX_TAG_CHARS: text is checked
+# chunk by chunk (``TextCheck``) and only the last MAX_TAG_CHARS characters are kept for that.
+_BREAK = re.compile(r"""<break\s{1,16}time\s{0,16}=\s{0,16}["']?([0-9]{0,16}\.?[0-9]{1,16})"""
+                    r"""\s{0,16}s["']?\s{0,16}/?>""")
+# Anything that looks like a break tag: each must be a valid break (else the client wrote
+# something it did not mean, such as time="1e400s", and would hear it read out as words).
+_BREAK_LIKE = re.compile(r"<\s{0,16}break\b[^<>]{0,160}>", re.IGNORECASE)
+MAX_TAG_CHARS = 200  # longer than any match of _BREAK or _BREAK_LIKE
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -116,7 +123,9 @@ def _complete_prefix(text: str) -> int:
     whitespace, but neither inside a break tag nor past the word where an unclosed tag opens."""
     cut = _last_space_end(text, len(text))
     tag = text.rfind("<")
-    if tag >= 0 and text.find(">", tag) < 0:
+    # An unclosed "<" may be the start of a break tag, unless it is further back than any tag
+    # is long: then it is text (so a stray "<" does not hold back everything after it).
+    if tag >= 0 and text.find(">", tag) < 0 and len(text) - tag <= MAX_TAG_CHARS:
         cut = min(cut, _last_space_end(text, tag))
     for match in _BREAK.finditer(text):
         if match.start() < cut < match.end():
@@ -126,6 +135,45 @@ def _complete_prefix(text: str) -> int:
 
 def _last_space_end(text: str, end: int) -> int:
     return max((m.end() for m in _WHITESPACE.finditer(text, 0, end)), default=0)
+
+
+class TextCheck:
+    """The client-side checks of one request's text, chunk by chunk, before it is queued:
+    its total length and every break tag (InvalidInput saying what is wrong). It keeps only
+    the last MAX_TAG_CHARS characters, to see tags that span two chunks."""
+
+    def __init__(self, max_chars: int, max_break_seconds: float):
+        self.max_chars, self.max_break_seconds = max_chars, max_break_seconds
+        self.chars = 0
+        self._tail = ""
+
+    def push(self, text: str) -> None:
+        from services.core.engine import InvalidInput  # torch-free module otherwise
+
+        if not isinstance(text, str):
+            raise InvalidInput(f"text must be a string, got {type(text).__name__}")
+        self.chars += len(text)
+        if self.chars > self.max_chars:
+            raise InvalidInput(f"the text of one request is at most {self.max_chars} "
+                               f"characters; got {self.chars} so far (split it into several "
+                               "requests)")
+        window = self._tail + text
+        for match in _BREAK_LIKE.finditer(window):
+            if match.end() > len(self._tail):  # not checked with the previous chunk
+                self._check_break(match.group())
+        self._tail = window[-MAX_TAG_CHARS:]
+
+    def _check_break(self, tag: str) -> None:
+        from services.core.engine import InvalidInput
+
+        valid = _BREAK.fullmatch(tag)
+        if valid is None:
+            raise InvalidInput(f"invalid break tag {tag[:60]!r}: write "
+                               f"<break time=\"1.5s\"/> (at most {self.max_break_seconds:g} s)")
+        seconds = float(valid.group(1))
+        if seconds > self.max_break_seconds:
+            raise InvalidInput(f"a break of {seconds:g} s is longer than the longest allowed, "
+                               f"{self.max_break_seconds:g} s")
 
 
 def prepare_script(turns: Sequence[str], tokenizer: WordEncoder, padding_between: int = 1,

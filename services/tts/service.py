@@ -1,9 +1,15 @@
 """The TTS gRPC service (protos/services/tts/tts.proto): a thin adapter over synthesis
 sessions of an engine (``SynthesisMode`` on a Kyutai TTS checkpoint's engine, or on a
-Moshi-architecture LM's engine next to its dialogues); the codec decodes in the same tick."""
+Moshi-architecture LM's engine next to its dialogues); the codec decodes in the same tick.
+
+The request limits (``services.core.limits``: text length, breaks, voices) are applied by
+``request`` / ``open`` and by the sessions themselves, so every protocol over this service
+(gRPC here, other adapters over ``open``) gets them."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable
 
@@ -15,6 +21,7 @@ from services.core.audio import StreamResampler
 from services.core.constants import FRAME_RATE, SAMPLE_RATE
 from services.core.engine import Engine, InvalidInput, Session, run_session
 from services.core.grpc_stream import CLIENT_ERRORS, abort
+from services.core.limits import RequestLimits
 from services.core.pcm import PcmError, check_encoding, check_sample_rate, encode_pcm
 from services.core.validation import (
     EMPTY_TEXT,
@@ -26,9 +33,10 @@ from services.core.validation import (
 from services.moshi_lm.config import LMConfig
 from services.moshi_lm.generate import SamplingSettings
 from services.tts import tts_pb2, tts_pb2_grpc
-from services.tts.conditioning import list_voices, load_voice, resolve_voice
+from services.tts.conditioning import list_voices
 from services.tts.mode import SynthesisChunk, SynthesisMode, TTSRequest, check_request
 from services.tts.script import WordEncoder
+from services.tts.voices import VoiceCache
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["SpeechSynthesis"].full_name
 DEFAULT_CFG = 2.0
@@ -43,7 +51,8 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                  check: Callable[[TTSRequest], None], audio_delay: float,
                  voice_conditioning: bool = False, cfg_values: list[str] | None = None,
                  voices_dir: str | os.PathLike | None = None,
-                 default_voice: torch.Tensor | None = None):
+                 default_voice: torch.Tensor | None = None,
+                 limits: RequestLimits | None = None):
         """``make_mode`` makes each session's mode from its checked request (``check`` raises
         ValueError); ``cfg_values``: the cfg_coef values the model takes (None: any)."""
         self.engine, self.cfg, self.model_name = engine, cfg, model_name
@@ -52,12 +61,15 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         self.cfg_values = cfg_values
         self.voices_dir, self.default_voice = voices_dir, default_voice
         self.defaults = SamplingSettings.from_lm_gen_config(cfg.lm_gen_config)
-        self._voices: dict[str, torch.Tensor] = {}
+        self.limits = limits or RequestLimits()
+        self.voices = None if voices_dir is None else VoiceCache(
+            voices_dir, engine.stepper.device, self.limits.voice_cache_size)
 
     @classmethod
     def on_tts(cls, engine: Engine, model, tokenizer: WordEncoder, model_name: str,
                voice_length: int | None, voices_dir: str | os.PathLike | None = None,
-               default_voice: torch.Tensor | None = None) -> TTSService:
+               default_voice: torch.Tensor | None = None,
+               limits: RequestLimits | None = None) -> TTSService:
         """On a Kyutai TTS checkpoint's engine (``model`` a TTSModel; the engine's state
         sized for voices of ``voice_length``)."""
         provider = getattr(model, "condition_provider", None)
@@ -67,11 +79,13 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
                    lambda request: SynthesisMode.for_tts(model, tokenizer, request),
                    lambda request: check_request(model, request, voice_length),
                    model.tts_config.audio_delay, bool(model.cfg.extra.get("cross_attention")),
-                   None if lut is None else lut.possible_values, voices_dir, default_voice)
+                   None if lut is None else lut.possible_values, voices_dir, default_voice,
+                   limits)
 
     @classmethod
     def on_moshi(cls, engine: Engine, cfg: LMConfig, tokenizer: WordEncoder,
-                 model_name: str, audio_delay_frames: int) -> TTSService:
+                 model_name: str, audio_delay_frames: int,
+                 limits: RequestLimits | None = None) -> TTSService:
         """On a Moshi-architecture LM's engine (shared with its dialogues), the audio delayed
         ``audio_delay_frames`` behind the forced text; the engine's max_delay must allow it.
         No voice, no cfg condition, no speed bias."""
@@ -81,9 +95,10 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
 
         def make(request: TTSRequest) -> SynthesisMode:
             return SynthesisMode.for_moshi(cfg, tokenizer, audio_delay_frames, request.sampling,
-                                           request.num_codebooks)
+                                           request.num_codebooks, limits=request.limits)
 
-        return cls(engine, cfg, model_name, make, check, audio_delay_frames / FRAME_RATE)
+        return cls(engine, cfg, model_name, make, check, audio_delay_frames / FRAME_RATE,
+                   limits=limits)
 
     # ---- sessions ---------------------------------------------------------------------------
 
@@ -103,16 +118,27 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         if not 1 <= n_q <= cfg.dep_q:
             raise InvalidInput(f"num_codebooks must be in 1..{cfg.dep_q} (0 = all), got {n_q}")
         check_range("speed_bias", config.speed_bias, -10, 10)
-        voice = self._voice(config.voice) if self.voice_conditioning or config.voice else None
         request = TTSRequest(
-            voices=(voice,), cfg_coef=cfg_coef,
+            cfg_coef=cfg_coef,
             sampling=SamplingSettings(text[0], text[1], audio[0], audio[1],
                                       resolve_seed(config)),
-            num_codebooks=n_q, padding_bonus=config.speed_bias)
+            num_codebooks=n_q, padding_bonus=config.speed_bias, limits=self.limits)
+        loaded = None
+        if config.voice:
+            loaded = self._voice(config.voice)
+            request = dataclasses.replace(request, voices=(loaded[1],))
+        elif self.voice_conditioning:
+            if self.default_voice is None:
+                raise InvalidInput("this model needs a voice (see ListVoices)")
+            request = dataclasses.replace(request, voices=(self.default_voice,))
+        else:
+            request = dataclasses.replace(request, voices=(None,))
         try:
             self.check(request)
         except ValueError as error:
             raise InvalidInput(str(error)) from None
+        if loaded is not None:
+            self.voices.keep(*loaded)  # only a voice the model accepted is kept
         return request
 
     def open(self, config: tts_pb2.SynthesisConfig) -> Session:
@@ -120,20 +146,12 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         ``SynthesisChunk``s (and None for steps with nothing to tell)."""
         return self.engine.open(self.make_mode(self.request(config)))
 
-    def _voice(self, name: str) -> torch.Tensor | None:
-        if not name:
-            if self.default_voice is None and self.cfg.extra.get("cross_attention"):
-                raise InvalidInput("this model needs a voice (see ListVoices)")
-            return self.default_voice
-        if name not in self._voices:
-            if self.voices_dir is None:
-                raise InvalidInput(f"unknown voice {name!r}: the server has no voices folder")
-            try:
-                voice = load_voice(resolve_voice(self.voices_dir, name))
-            except (FileNotFoundError, ValueError) as error:
-                raise InvalidInput(str(error)) from None
-            self._voices[name] = voice.to(self.engine.stepper.device)
-        return self._voices[name]
+    def _voice(self, name: str) -> tuple[tuple, torch.Tensor]:
+        """(cache key, voice) of a voice named by the client."""
+        if self.voices is None:
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            raise InvalidInput(f"unknown voice {shown!r}: the server has no voices folder")
+        return self.voices.lookup(name)
 
     # ---- GrpcService ------------------------------------------------------------------------
 
@@ -163,7 +181,16 @@ class TTSService(tts_pb2_grpc.SpeechSynthesisServicer):
         return tts_pb2.ListVoicesResponse(voices=voices)
 
     async def Synthesize(self, request, context):
-        chunks = [chunk async for chunk in self._run(request, context)]
+        chunks, size = [], 0
+        async with contextlib.aclosing(self._run(request, context)) as run:
+            async for chunk in run:
+                size += len(chunk.audio)
+                if size > self.limits.max_reply_audio_bytes:  # stop now, not at the send
+                    await abort(context, InvalidInput(
+                        f"the audio of this text passes the {self.limits.max_reply_audio_bytes}"
+                        f"-byte reply limit after {chunk.audio_seconds:.0f} s: use "
+                        "SynthesizeOnline or StreamingSynthesize for long texts"))
+                chunks.append(chunk)
         out = _merge(chunks)
         return tts_pb2.SynthesizeResponse(audio=out.audio, words=out.words,
                                           audio_seconds=chunks[-1].audio_seconds if chunks

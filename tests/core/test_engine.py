@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from services.core.engine import CapacityError, Engine, EngineFailure, IdleTimeout
+from services.core.engine import CapacityError, Engine, EngineFailure, IdleTimeout, InvalidInput
 
 
 class RunningSum:
@@ -158,3 +158,19 @@ def test_a_group_waits_for_its_other_sessions_not_for_other_groups():
         assert time.monotonic() - started >= 0.25
     finally:
         engine.stop()
+
+
+class Checked(int):
+    """A session config (an offset of 0) whose inputs are checked and rewritten as queued."""
+
+    def accept_input(self, item):
+        if item < 0:
+            raise InvalidInput(f"negative input {item}")
+        return 10 * item
+
+
+def test_inputs_are_checked_on_the_clients_side_as_they_are_queued(engine):
+    session = engine.open(Checked(0))
+    with pytest.raises(InvalidInput, match="negative input -1"):
+        session.send(-1)  # refused before the engine sees it: nothing queued
+    assert run(session, [1, 2]) == [10, 30]
