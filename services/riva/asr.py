@@ -70,10 +70,13 @@ class Utterances:
         self._open: Word | None = None  # the word being heard (interim)
         self._sent_open: Word | None = None  # an open word already sent in a final
         self._processed = 0.0
+        # Seconds of the client's audio so far: what is processed past it is the flush
+        # silence, not the client's audio.
+        self.received_seconds = 0.0
 
     def event(self, response: asr_pb2.StreamingRecognizeResponse
               ) -> list[riva_asr_pb2.StreamingRecognitionResult]:
-        self._processed = response.audio_processed_seconds
+        self._processed = min(response.audio_processed_seconds, self.received_seconds)
         kind = response.WhichOneof("event")
         if kind == "word":
             return self._word(response.word)
@@ -212,10 +215,15 @@ class RivaASRService(riva_asr_pb2_grpc.RivaSpeechRecognitionServicer):
         fmt, offset = audio_format(config, head)
         downmix = Downmix(fmt)
         yield asr_pb2.StreamingRecognizeRequest(config=our_config(fmt, downmix.encoding))
+
+        def audio(data: bytes) -> asr_pb2.StreamingRecognizeRequest:
+            utterances[0].received_seconds += len(data) / fmt.frame_bytes / fmt.sample_rate
+            return asr_pb2.StreamingRecognizeRequest(audio=downmix.push(data))
+
         if head[offset:]:
-            yield asr_pb2.StreamingRecognizeRequest(audio=downmix.push(head[offset:]))
+            yield audio(head[offset:])
         async for request in requests:
-            yield asr_pb2.StreamingRecognizeRequest(audio=downmix.push(_audio(request)))
+            yield audio(_audio(request))
 
 
 def _audio(request: riva_asr_pb2.StreamingRecognizeRequest) -> bytes:
