@@ -10,6 +10,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from services.asr import asr_pb2, asr_pb2_grpc
@@ -68,21 +69,27 @@ def streamed_results(result: dict) -> list[dict]:
 
 
 def test_recognition_equals_our_asr_for_files_raw_pcm_and_unset_formats(riva_python, server,
-                                                                        clip_files):
+                                                                        clip_files, tmp_path):
     address, channel, _ = server
     pcm, path = clip_files
+    stereo = tmp_path / "stereo.wav"  # both channels the clip: mixed down, the same words
+    samples = np.frombuffer(pcm, "<i2")
+    stereo.write_bytes(wav_bytes(np.stack([samples, samples], 1).tobytes(), RATE, channels=2))
     expected = our_final_words(channel, pcm)
     assert expected, "the tiny model hears no word in the clip: pick another clip"
     raw = base64.b64encode(pcm).decode()
-    streaming, unset, livekit, offline, offline_raw = run_riva(riva_python, address, [
+    calls = [
         {"call": "streaming", "wav": str(path)},  # transcribe_file.py: header in chunk 1
         {"call": "streaming", "wav": str(path), "unset_format": True},  # Pipecat: 0 / 0
         {"call": "streaming", "raw": raw, "encoding": 1, "sample_rate": RATE},  # LiveKit
+        {"call": "streaming", "wav": str(stereo)},
         {"call": "offline", "wav": str(path), "model": "parakeet-1.1b-en-US-asr-offline"},
         {"call": "offline", "raw": raw, "encoding": 1, "sample_rate": RATE},
-    ])
+    ]
+    streaming, unset, livekit, two_channels, offline, offline_raw = run_riva(
+        riva_python, address, calls)
     transcript = "".join(f"{text} " for text, _, _ in expected)
-    for result in (streaming, unset, livekit):
+    for result in (streaming, unset, livekit, two_channels):
         results = streamed_results(result)
         assert all(r["is_final"] for r in results)  # no interim results asked for
         assert riva_words(results) == expected
