@@ -38,13 +38,14 @@ from services.wiring import (
     OptionsError,
     build_services,
     close_all,
+    http_routes,
     set_threads,
 )
 
 log = logging.getLogger("moshi-services.serve")
 
 
-def _check_port(host: str, port: int) -> None:
+def _check_port(host: str, port: int, flag: str = "--port") -> None:
     """BindError now, rather than after loading the models, when ``port`` is taken."""
     import socket
 
@@ -60,7 +61,7 @@ def _check_port(host: str, port: int) -> None:
             probe.bind((host.strip("[]"), port))
         except OSError as e:
             raise BindError(f"cannot listen on {host}:{port}: {e.strerror}; pick another "
-                            "--port") from None
+                            f"{flag}") from None
 
 
 def _parse_services(value: str | None) -> list[str] | None:
@@ -79,6 +80,9 @@ def _parse_services(value: str | None) -> list[str] | None:
               help="Address to listen on ('0.0.0.0' or '[::]' for every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=50051, show_default=True,
               help="0 picks a free port (printed).")
+@click.option("--http-port", type=click.IntRange(0, 65535),
+              help="Also serve HTTP on this port (0 picks a free one, printed): Kyutai's "
+              "websocket protocols, /metrics, the web page; HTTPS with --tls-cert.")
 @click.option("--services", "service_list",
               help="Comma-separated subset of: " + ", ".join(ALL_SERVICES) + ". Default: "
               "every service the LM supports (all of them; a Kyutai STT checkpoint: mimi, asr, "
@@ -125,8 +129,8 @@ def _parse_services(value: str | None) -> list[str] | None:
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False))
 @click.option("--grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Seconds running streams get to finish on shutdown.")
-def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device, dtype,
-          threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
+def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device,
+          dtype, threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
           tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
           open_reflection, tls_cert, tls_key, grace) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC, and NVIDIA
@@ -141,6 +145,8 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
     set_threads(threads)
     names = _parse_services(service_list)
     _check_port(host, port)  # before the models load
+    if http_port is not None:
+        _check_port(host, http_port, "--http-port")
     options = ModelOptions(hf_repo=hf_repo, mimi_checkpoint=mimi_checkpoint,
                            lm_checkpoint=lm_checkpoint, device=device, dtype=dtype,
                            max_sessions=max_sessions, idle_timeout=idle_timeout,
@@ -155,10 +161,15 @@ def serve(host, port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, dev
     server_options = ServerOptions(
         auth_token=auth_token, open_reflection=open_reflection,
         tls_cert_chain=Path(tls_cert).read_bytes() if tls_cert else None,
-        tls_private_key=Path(tls_key).read_bytes() if tls_key else None)
-    server, bound = create_server(services, f"{host}:{port}", server_options, warm_up=False)
+        tls_private_key=Path(tls_key).read_bytes() if tls_key else None,
+        http_address=None if http_port is None else f"{host}:{http_port}")
+    server, bound = create_server(services, f"{host}:{port}", server_options, warm_up=False,
+                                  http_routes=http_routes(services))
     click.echo(f"listening on {host}:{bound} ({', '.join(s.name for s in services)}); "
                "warming up", err=True)
+    if server.http_port is not None:
+        scheme = "https" if tls_cert else "http"
+        click.echo(f"http on {scheme}://{host}:{server.http_port}/", err=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from services.asr.service import ASRService
     from services.core.grpc_server import GrpcService
+    from services.http.server import HttpRoutes
     from services.mimi.model import MimiModel
     from services.mimi.service import MimiService
     from services.moshi_lm.config import LMConfig
@@ -394,6 +395,12 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def http_routes(services: Sequence[GrpcService]) -> list[HttpRoutes]:
+    """What the HTTP port serves over ``services`` (``serve --http-port``): adapters over the
+    same services and engines as the gRPC port."""
+    return []
+
+
 def close_all(services: Sequence[GrpcService]) -> None:
     """Closes the services and stops the engines they run on (each once)."""
     for service in services:
@@ -403,8 +410,7 @@ def close_all(services: Sequence[GrpcService]) -> None:
 
 
 __all__ = ["ALL_SERVICES", "DTYPES", "RIVA_SERVICE_NAMES", "SERVICE_NAMES", "SUPPORTED",
-           "ModelOptions",
-           "OptionsError", "build_checkpoint_speech_service", "build_services", "build_stt_service",
-           "build_tts_service", "check_device", "checkpoint_kind", "close_all", "codec_of",
-           "engine_for", "lm_kind", "load_lm_model", "load_mimi_model", "service_named",
-           "set_threads", "text_tokenizer", "with_riva"]
+           "ModelOptions", "OptionsError", "build_checkpoint_speech_service", "build_services",
+           "build_stt_service", "build_tts_service", "check_device", "checkpoint_kind",
+           "close_all", "codec_of", "engine_for", "http_routes", "lm_kind", "load_lm_model",
+           "load_mimi_model", "service_named", "set_threads", "text_tokenizer", "with_riva"]

@@ -13,16 +13,21 @@ import concurrent.futures
 import dataclasses
 import hmac
 import logging
+import ssl
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.engine import Engine
+from services.http.server import STATE, HttpRoutes, build_app, start_app
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,9 @@ class ServerOptions:
     tls_private_key: bytes | None = None
     max_message_bytes: int = 4 * MiB  # gRPC's default receive limit, stated explicitly
     open_reflection: bool = False  # with auth_token: reflection answers without the token
+    # host:port of the HTTP side (websockets, /metrics, the page; services.http); None: off.
+    # HTTPS with the same certificate when TLS is on.
+    http_address: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -151,9 +159,12 @@ class Server:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread,
                  server: grpc.aio.Server, health_servicer: health.aio.HealthServicer,
-                 names: Sequence[str]):
+                 names: Sequence[str], http: tuple[web.AppRunner, int] | None = None):
         self._loop, self._thread, self._server = loop, thread, server
         self._health, self._names = health_servicer, list(names)
+        self._http = http[0] if http else None
+        #: The HTTP side's bound port (None without ``ServerOptions.http_address``).
+        self.http_port = http[1] if http else None
 
     def _run(self, coroutine) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -166,6 +177,8 @@ class Server:
         async def set_all() -> None:
             for name in ["", *self._names]:
                 await self._health.set(name, status)
+            if self._http is not None:
+                self._http.app[STATE].serving = serving
 
         self._run(set_all()).result()
 
@@ -175,6 +188,8 @@ class Server:
         stopped = threading.Event()
 
         async def stop() -> None:
+            if self._http is not None:
+                await self._http.cleanup()
             await self._server.stop(grace)
             stopped.set()
 
@@ -202,9 +217,11 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
-                  options: ServerOptions | None = None,
-                  warm_up: bool = True) -> tuple[Server, int]:
+                  options: ServerOptions | None = None, warm_up: bool = True,
+                  http_routes: Sequence[HttpRoutes] = ()) -> tuple[Server, int]:
     """Builds and starts a server for ``services`` on ``address``; returns it and its port.
+    With ``options.http_address`` the HTTP side (``http_routes``) listens there too, on the
+    same event loop (its port: ``Server.http_port``).
 
     Health starts NOT_SERVING; with ``warm_up`` the services are warmed up here and health
     turns SERVING before returning. ``serve`` passes ``warm_up=False`` to report NOT_SERVING
@@ -250,6 +267,17 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
             await server.start()
         return server, health_servicer, port
 
+    async def build_http() -> tuple[web.AppRunner, int]:
+        host, _, http_port = options.http_address.rpartition(":")
+        ssl_context = (_ssl_context(options.tls_cert_chain, options.tls_private_key)
+                       if options.tls else None)
+        app = build_app(http_routes, options.auth_token)
+        try:
+            return await start_app(app, host, int(http_port), ssl_context)
+        except OSError as e:
+            raise BindError(f"cannot listen on {options.http_address}: {e.strerror}; pick "
+                            "another --http-port") from None
+
     try:
         aio_server, health_servicer, port = asyncio.run_coroutine_threadsafe(
             build(), loop).result()
@@ -260,12 +288,33 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
         loop.call_soon_threadsafe(loop.stop)
         raise BindError(f"cannot listen on {address}: the port is in use (or the address is "
                         "not this machine's); pick another --port")
-    server = Server(loop, thread, aio_server, health_servicer, [s.name for s in services])
+    http = None
+    if options.http_address is not None:
+        try:
+            http = asyncio.run_coroutine_threadsafe(build_http(), loop).result()
+        except Exception:
+            asyncio.run_coroutine_threadsafe(aio_server.stop(None), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            raise
+    server = Server(loop, thread, aio_server, health_servicer, [s.name for s in services],
+                    http)
     if warm_up:
         for service in services:
             service.warm_up()
         server.set_health(serving=True)
     return server, port
+
+
+def _ssl_context(cert_chain: bytes, private_key: bytes) -> ssl.SSLContext:
+    """A server-side context from PEM bytes (``ssl`` loads only files: a private temp dir)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
+        cert.write_bytes(cert_chain)
+        key.touch(mode=0o600)
+        key.write_bytes(private_key)
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def create_channel(address: str, root_certificates: bytes | None = None,

@@ -38,37 +38,43 @@ def tiny_lm():
 class Running:
     channel: grpc.Channel
     address: str
+    http_port: int | None = None  # with http_address="127.0.0.1:0" among the options
 
 
 @pytest.fixture
 def start_server():
-    """start_server(services, **options) -> Running(channel, address) of a started server;
-    servers, services and channels are torn down after the test."""
+    """start_server(services, http_routes=(), **options) -> Running(channel, address,
+    http_port) of a started server; servers, services and channels are torn down after the
+    test."""
     with contextlib.ExitStack() as stack:
 
-        def start(services, **options):
-            server, port = create_server(services, "127.0.0.1:0", ServerOptions(**options))
+        def start(services, http_routes=(), **options):
+            server, port = create_server(services, "127.0.0.1:0", ServerOptions(**options),
+                                         http_routes=http_routes)
             stack.callback(lambda: close_all(services))
             stack.callback(lambda: server.stop(None))
             address = f"127.0.0.1:{port}"
             channel = create_channel(address)
             stack.callback(channel.close)
-            return Running(channel, address)
+            return Running(channel, address, server.http_port)
 
         yield start
 
 
 def spawn_serve(*args: str) -> tuple[subprocess.Popen, str]:
     """A `moshi-services serve --port 0 ARGS` process of this checkout, once it says it is
-    serving, and its port (stderr left open for the rest of its lines)."""
+    serving, and its port (stderr left open for the rest of its lines). With ``--http-port``
+    the HTTP side's port is ``process.http_port``."""
     process = subprocess.Popen(
         [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0", *args],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
         text=True)
-    port = None
+    port = process.http_port = None
     for line in process.stderr:
         if match := re.search(r"listening on [\d.]+:(\d+)", line):
             port = match[1]
+        if match := re.search(r"http on https?://[\d.]+:(\d+)/", line):
+            process.http_port = int(match[1])
         if line.startswith("serving"):
             break
     return process, port

@@ -1,0 +1,1 @@
+"""The HTTP port of ``serve``: websocket adapters, ``/metrics`` and the web page."""
