@@ -6,6 +6,9 @@
     moshi-services serve --hf-repo kyutai/stt-1b-en_fr        # Mimi + ASR
     moshi-services serve --hf-repo kyutai/tts-1.6b-en_fr --voices-dir ~/tts-voices  # Mimi + TTS
 
+NVIDIA Riva's ASR and TTS API is served next to ours (``services/riva/``, the same engines)
+unless ``--services`` leaves ``riva`` out.
+
 A Moshi-architecture LM (the built-in one too) serves dialogue, ASR and TTS sessions in one
 batched engine: ASR delays the LM's text behind the audio forced onto Moshi's streams, TTS
 delays its audio behind the forced text (``services/asr/delayed_text.py``,
@@ -108,9 +111,12 @@ def _parse_services(value: str | None) -> list[str] | None:
               "websocket protocols, /metrics, the web page; HTTPS with --tls-cert.")
 @click.option("--services", "service_list",
               help="Comma-separated subset of: " + ", ".join(ALL_SERVICES) + ". Default: "
-              "every service the LM supports (all of them; a Kyutai STT checkpoint: mimi, asr; "
-              "a Kyutai TTS checkpoint: mimi, tts). The Mimi and LM services that ASR, TTS or "
-              "an in-process dialogue run on are served too.")
+              "every service the LM supports (all of them; a Kyutai STT checkpoint: mimi, asr, "
+              "riva; a Kyutai TTS checkpoint: mimi, tts, riva). 'riva': NVIDIA Riva's speech "
+              "API (nvidia.riva.asr.RivaSpeechRecognition, nvidia.riva.tts.RivaSpeechSynthesis) "
+              "over the asr and tts services, same engines, for Riva clients; leave it out to "
+              "serve ours only. The Mimi and LM services that ASR, TTS or an in-process "
+              "dialogue run on are served too.")
 @model_options
 @click.option("--max-sessions", type=click.IntRange(1), default=8, show_default=True,
               help="Concurrent streams per model: dialogue, LM, ASR and TTS streams share "
@@ -173,8 +179,9 @@ def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_chec
           tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
           open_reflection, tls_cert, tls_key, config_timeout, drain_delay, grace,
           max_text_chars, max_break_seconds, max_unary_audio_seconds) -> None:
-    """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC (health,
-    reflection, stats: services.core.EngineStats/GetStats). A Moshi-architecture LM runs
+    """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC, and NVIDIA
+    Riva's ASR and TTS API over the same engines (health, reflection, stats:
+    services.core.EngineStats/GetStats). A Moshi-architecture LM runs
     dialogue, ASR and TTS sessions in one batched engine, each with its own delays."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if (tls_cert is None) != (tls_key is None):

@@ -7,6 +7,9 @@ against ``serve`` use the same models and give the same output.
     services = build_services(None, options)          # every service the LM supports
     asr = service_named(services, "asr")
 
+The "riva" entry serves NVIDIA Riva's speech API (``services.riva``) over the ASR and TTS
+services of the same list: adapters on the same engines, not models of their own.
+
 A Moshi-architecture LM (the built-in one too) serves dialogue, ASR and TTS sessions on one
 engine: ASR delays the LM's text behind the audio forced onto Moshi's streams, TTS delays its
 audio behind the forced text. A Kyutai STT or TTS checkpoint serves its own mode only, with
@@ -42,12 +45,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("moshi-services.wiring")
 
-ALL_SERVICES = ("mimi", "lm", "dialogue", "asr", "tts")
+ALL_SERVICES = ("mimi", "lm", "dialogue", "asr", "tts", "riva")
 # What each kind of LM checkpoint serves (see checkpoint_kind); the default service list.
-SUPPORTED = {"moshi": ALL_SERVICES, "stt": ("mimi", "asr"), "tts": ("mimi", "tts")}
+SUPPORTED = {"moshi": ALL_SERVICES, "stt": ("mimi", "asr", "riva"),
+             "tts": ("mimi", "tts", "riva")}
 SERVICE_NAMES = {"mimi": "services.mimi.Mimi", "lm": "services.moshi_lm.MoshiLM",
                  "dialogue": "services.dialogue.Dialogue",
                  "asr": "services.asr.SpeechRecognition", "tts": "services.tts.SpeechSynthesis"}
+# "riva": Riva's service over each of ours that is served
+RIVA_SERVICE_NAMES = {"asr": "nvidia.riva.asr.RivaSpeechRecognition",
+                      "tts": "nvidia.riva.tts.RivaSpeechSynthesis"}
 DTYPES = ("float32", "bfloat16")
 # The Moshi paper's streaming ASR and TTS by delays: 2 s (25 frames) each way.
 DEFAULT_TEXT_DELAY_FRAMES = 25
@@ -286,14 +293,24 @@ def build_tts_service(options: ModelOptions) -> tuple[TTSService, MimiService]:
     return service, MimiService(mimi, engine, options.limits)
 
 
-def build_checkpoint_speech_service(kind: str, options: ModelOptions) -> list[GrpcService]:
+def build_checkpoint_speech_service(kind: str, options: ModelOptions,
+                                    riva: bool = True) -> list[GrpcService]:
     """A Kyutai STT / TTS checkpoint's own service and the codec its config names, served as
-    the Mimi service, on one engine."""
+    the Mimi service, on one engine (``riva``: and Riva's service over it)."""
     if options.mimi_checkpoint is not None:
         raise OptionsError("--mimi-checkpoint: a Kyutai STT / TTS checkpoint runs with the "
                            "codec its config names")
     service, codec = (build_stt_service if kind == "stt" else build_tts_service)(options)
-    return [codec, service]
+    return with_riva([codec, service]) if riva else [codec, service]
+
+
+def with_riva(services: list[GrpcService]) -> list[GrpcService]:
+    """``services`` and Riva's service over each ASR / TTS service among them."""
+    from services.riva.asr import RivaASRService
+    from services.riva.tts import RivaTTSService
+
+    adapters = {SERVICE_NAMES["asr"]: RivaASRService, SERVICE_NAMES["tts"]: RivaTTSService}
+    return services + [adapters[s.name](s) for s in services if s.name in adapters]
 
 
 def build_services(names: Sequence[str] | None, options: ModelOptions,
@@ -314,8 +331,11 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
         raise OptionsError(f"a Kyutai {kind.upper()} checkpoint serves "
                            f"{', '.join(SUPPORTED[kind])}, not {', '.join(unsupported)}")
     if kind != "moshi":
-        return build_checkpoint_speech_service(kind, options)
+        return build_checkpoint_speech_service(kind, options, "riva" in names)
     speech = [n for n in ("asr", "tts") if n in names]
+    if "riva" in names and not speech:
+        raise OptionsError("riva serves Riva's API over the asr and tts services: add asr "
+                           "and / or tts to --services")
     need_mimi = "mimi" in names or speech or ("dialogue" in names and mimi_address is None)
     need_lm = "lm" in names or speech or ("dialogue" in names and lm_address is None)
     mimi = load_mimi_model(options) if need_mimi else None
@@ -349,7 +369,7 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
 
         services["tts"] = TTSService.on_moshi(engine, lm.cfg, tokenizer, name,
                                               options.tts_audio_delay, options.limits)
-    return list(services.values())
+    return with_riva(list(services.values())) if "riva" in names else list(services.values())
 
 
 def _dialogue(services: dict[str, GrpcService], mimi_address: str | None,
@@ -393,8 +413,8 @@ def close_all(services: Sequence[GrpcService]) -> None:
         engine.stop()
 
 
-__all__ = ["ALL_SERVICES", "DTYPES", "SERVICE_NAMES", "SUPPORTED", "ModelOptions",
-           "OptionsError", "build_checkpoint_speech_service", "build_services", "build_stt_service",
-           "build_tts_service", "check_device", "checkpoint_kind", "close_all", "codec_of",
-           "engine_for", "http_routes", "lm_kind", "load_lm_model", "load_mimi_model",
-           "service_named", "set_threads", "text_tokenizer"]
+__all__ = ["ALL_SERVICES", "DTYPES", "RIVA_SERVICE_NAMES", "SERVICE_NAMES", "SUPPORTED",
+           "ModelOptions", "OptionsError", "build_checkpoint_speech_service", "build_services",
+           "build_stt_service", "build_tts_service", "check_device", "checkpoint_kind",
+           "close_all", "codec_of", "engine_for", "http_routes", "lm_kind", "load_lm_model",
+           "load_mimi_model", "service_named", "set_threads", "text_tokenizer", "with_riva"]

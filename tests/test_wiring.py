@@ -6,6 +6,7 @@ from cli.main import main
 from services.builtin import BUILTIN_LM_NAME
 from services.moshi_lm.quantize import QUANTIZE_MODES
 from services.wiring import (
+    RIVA_SERVICE_NAMES,
     SERVICE_NAMES,
     ModelOptions,
     build_services,
@@ -18,7 +19,8 @@ def test_default_services_share_one_lm_and_carry_their_proto_names():
     services = build_services(None, ModelOptions(max_sessions=1, asr_text_delay=2,
                                                  tts_audio_delay=2))
     try:
-        assert [s.name for s in services] == list(SERVICE_NAMES.values())
+        assert [s.name for s in services] == [*SERVICE_NAMES.values(),
+                                              *RIVA_SERVICE_NAMES.values()]
         lm = service_named(services, "lm")
         assert lm.model_name == BUILTIN_LM_NAME
         assert service_named(services, "asr").engine is lm.engine

@@ -4,6 +4,11 @@ Each ``protos/services/<pkg>/<name>.proto`` declares ``package services.<pkg>;``
 with ``protos/`` as the include root, so its code lands in ``services/<pkg>/<name>_pb2.py`` and
 its imports (``from services.core import common_pb2``) are right without any rewriting.
 ``--check`` compares freshly generated stubs with the checked-in ones instead of writing them.
+
+Protos kept under another folder for their own API (``protos/riva/``: NVIDIA Riva's packages
+``nvidia.riva.*``) are compiled under the virtual path of ``VIRTUAL_ROOTS`` (protoc's
+``-Ivirtual=folder``), so their code too lands at an import path of ours
+(``services/riva/riva_asr_pb2.py``) and their imports name that path.
 """
 
 from __future__ import annotations
@@ -19,15 +24,30 @@ from grpc_tools import protoc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO_ROOT / "protos"
+# protos/<folder> -> the path its protos are compiled (and import each other) under
+VIRTUAL_ROOTS = {"riva": "services/riva"}
 
 
 def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
     return sorted(proto_root.rglob("*.proto"))
 
 
+def _virtual_root(proto: Path, proto_root: Path) -> tuple[Path, str] | None:
+    """(folder, virtual path) when ``proto`` is compiled under a virtual path."""
+    top = proto.relative_to(proto_root).parts[0]
+    return (proto_root / top, VIRTUAL_ROOTS[top]) if top in VIRTUAL_ROOTS else None
+
+
+def compiled_name(proto: Path, proto_root: Path = PROTO_ROOT) -> Path:
+    """The path protoc knows ``proto`` by (its imports name it so)."""
+    if (virtual := _virtual_root(proto, proto_root)) is not None:
+        return Path(virtual[1]) / proto.relative_to(virtual[0])
+    return proto.relative_to(proto_root)
+
+
 def generated_names(proto: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     """The stub paths (relative to the repository root) that ``proto`` compiles to."""
-    stem = proto.relative_to(proto_root).with_suffix("")
+    stem = compiled_name(proto, proto_root).with_suffix("")
     suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
     return [stem.with_name(stem.name + suffix) for suffix in suffixes]
 
@@ -37,7 +57,9 @@ def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     well_known = resources.files("grpc_tools") / "_proto"
     protos = proto_files(proto_root)
     for proto in protos:
-        args = ["grpc_tools.protoc", f"-I{proto_root}", f"-I{well_known}",
+        virtual = _virtual_root(proto, proto_root)
+        include = f"-I{virtual[1]}={virtual[0]}" if virtual else f"-I{proto_root}"
+        args = ["grpc_tools.protoc", include, f"-I{well_known}",
                 f"--python_out={out_dir}", f"--pyi_out={out_dir}",
                 f"--grpc_python_out={out_dir}", str(proto)]
         if protoc.main(args) != 0:

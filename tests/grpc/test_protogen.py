@@ -7,6 +7,7 @@ def test_every_proto_compiles_to_its_import_path(tmp_path):
     assert "services/mimi/mimi_pb2.py" in names
     assert "services/moshi_lm/moshi_lm_pb2_grpc.py" in names
     assert "services/dialogue/dialogue_pb2.py" in names
+    assert "services/riva/riva_asr_pb2.py" in names  # protos/riva/, compiled under services/riva
     assert all(path.exists() for path in written)
 
 

@@ -163,7 +163,7 @@ def test_checkpoint_kinds():
 
 def test_an_stt_checkpoint_refuses_the_dialogue(tmp_path):
     folder = golden_checkpoint(tmp_path, "lm_dev_stt")
-    with pytest.raises(OptionsError, match="STT checkpoint serves mimi, asr, not dialogue"):
+    with pytest.raises(OptionsError, match="STT checkpoint serves mimi, asr, riva, not dialogue"):
         build_services(["asr", "dialogue"], ModelOptions(lm_checkpoint=folder))
 
 
@@ -181,7 +181,8 @@ def test_a_tts_checkpoint_serves_tts_with_its_voices(tmp_path):
                            max_sessions=2)
     services, server, channel = start(None, options)
     try:
-        assert [s.name for s in services] == [NAMES["mimi"], NAMES["tts"]]
+        assert [s.name for s in services] == [NAMES["mimi"], NAMES["tts"],
+                                              "nvidia.riva.tts.RivaSpeechSynthesis"]
         stub = tts_pb2_grpc.SpeechSynthesisStub(channel)
         voices = stub.ListVoices(tts_pb2.ListVoicesRequest()).voices
         assert list(voices) == ["dev/voice.safetensors"]  # the default: the first voice
