@@ -108,9 +108,10 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
     def _split_capacity(self) -> tuple[int, concurrent.futures.ThreadPoolExecutor]:
         """(dialogues admitted at once, the pool their blocking calls run on), learnt from
         the backends (blocking for remote ones: never called on the event loop for them)."""
+        # Asked outside the lock: a slow backend must not hold up _release on the event loop.
+        capacity = self._capacity or min(_max_sessions(self.lm), _max_sessions(self.codec))
         with self._lock:
-            if self._capacity is None:
-                self._capacity = min(_max_sessions(self.lm), _max_sessions(self.codec))
+            self._capacity = self._capacity or capacity
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     max_workers=THREADS_PER_DIALOGUE * self._capacity + 1,
