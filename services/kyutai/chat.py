@@ -87,10 +87,11 @@ class Chat:
             await ws.send_bytes(bytes([KIND_HANDSHAKE]))
 
             async def write(frame: DialogueFrame) -> None:
-                if data := audio.encode(frame.audio):
-                    await ws.send_bytes(bytes([KIND_AUDIO]) + data)
+                # A frame's text before its audio: the text token is sampled first.
                 if frame.text:
                     await ws.send_bytes(bytes([KIND_TEXT]) + frame.text.encode())
+                if data := audio.encode(frame.audio):
+                    await ws.send_bytes(bytes([KIND_AUDIO]) + data)
 
             await pump(ws, session, audio.read, write)
 
