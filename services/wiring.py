@@ -402,7 +402,9 @@ def set_threads(threads: int | None) -> None:
 def http_routes(services: Sequence[GrpcService]) -> list[HttpRoutes]:
     """What the HTTP port serves over ``services`` (``serve --http-port``): adapters over the
     same services and engines as the gRPC port."""
-    return []
+    from services.kyutai import kyutai_routes
+
+    return kyutai_routes(services)
 
 
 def close_all(services: Sequence[GrpcService]) -> None:

@@ -43,6 +43,7 @@ from services.core import stats_pb2, stats_pb2_grpc
 from services.core.constants import DEFAULT_CONFIG_TIMEOUT, DEFAULT_DRAIN_DELAY
 from services.core.engine import ConfigTimeout, Engine, InvalidInput
 from services.core.grpc_stream import CLIENT_ERRORS, abort
+from services.http.metrics import ServerMetrics
 from services.http.server import STATE, HttpRoutes, build_app, start_app
 
 log = logging.getLogger(__name__)
@@ -418,13 +419,16 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
     """
     options = options or ServerOptions()
     engines = [e for s in services for e in s.engines()]
+    # /metrics on the HTTP side; its call counter sees every gRPC call, refused ones too.
+    metrics = ServerMetrics(engines)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=_run_loop, args=(loop,), name="grpc-aio", daemon=True)
     thread.start()
 
     async def build() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-        # The guard first: a malformed request to a refused call is still INVALID_ARGUMENT.
-        interceptors = [RequestGuard(options.config_timeout)] + (
+        # Metrics outermost (refused calls count too, with their final status), then the
+        # guard: a malformed request to a refused call is still INVALID_ARGUMENT.
+        interceptors = [metrics.grpc_interceptor(), RequestGuard(options.config_timeout)] + (
             [BearerTokenInterceptor(options.auth_token, options.open_prefixes)]
             if options.auth_token else [])
         server = grpc.aio.server(
@@ -462,7 +466,7 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
         host, _, http_port = options.http_address.rpartition(":")
         ssl_context = (_ssl_context(options.tls_cert_chain, options.tls_private_key)
                        if options.tls else None)
-        app = build_app(http_routes, options.auth_token)
+        app = build_app([*http_routes, metrics], options.auth_token)
         try:
             return await start_app(app, host, int(http_port), ssl_context)
         except OSError as e:
