@@ -378,7 +378,9 @@ def set_threads(threads: int | None) -> None:
 def http_routes(services: Sequence[GrpcService]) -> list[HttpRoutes]:
     """What the HTTP port serves over ``services`` (``serve --http-port``): adapters over the
     same services and engines as the gRPC port."""
-    return []
+    from services.web.routes import WebPage
+
+    return [WebPage()]
 
 
 def close_all(services: Sequence[GrpcService]) -> None:

@@ -1,0 +1,251 @@
+"""The web page, served by the real server and run in real headless Chromium with a wav as
+its microphone: Talk streams the microphone to Moshi and plays its voice (an analyser on the
+output hears it), Transcribe and Speak produce words and audio, and the page says when the
+model is loading, the server is full, the token is wrong or the connection is lost.
+Screenshots of each go to the test's ``tmp_path``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from fnmatch import fnmatch
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from services.core.grpc_server import ServerOptions, create_server
+from services.web.routes import CONTENT_TYPES, STATIC, WebPage, static_files
+
+REPO = Path(__file__).resolve().parents[2]
+STATS = "JSON.stringify({talk: moshiPage.talk.stats, transcribe: moshiPage.transcribe.stats, " \
+        "speak: moshiPage.speak.stats, server: moshiPage.state})"
+
+
+def page_only_server():
+    """A server with the page and no models (health NOT_SERVING until set)."""
+    server, _ = create_server([], options=ServerOptions(http_address="127.0.0.1:0"),
+                              warm_up=False, http_routes=[WebPage()])
+    return server
+
+
+def _get(url: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_the_page_and_its_files_are_served_with_their_types():
+    server = page_only_server()
+    try:
+        base = f"http://127.0.0.1:{server.http_port}"
+        status, headers, body = _get(f"{base}/")
+        assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+        assert b'<script type="module" src="static/js/main.js">' in body
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+        files = static_files()
+        assert {"js/main.js", "js/msgpack.js", "worklets/capture.js", "worklets/playback.js",
+                "style.css"} <= set(files)
+        for name, path in files.items():
+            status, headers, body = _get(f"{base}/static/{name}")
+            assert status == 200, name
+            assert headers["Content-Type"].split(";")[0] == CONTENT_TYPES[path.suffix], name
+            assert body == path.read_bytes()
+        assert _get(f"{base}/static/../routes.py")[0] == 404
+        assert _get(f"{base}/static/nothing.js")[0] == 404
+    finally:
+        server.stop(None).wait()
+
+
+def test_every_file_of_the_page_ships_as_package_data():
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    patterns = read_configuration(REPO / "pyproject.toml")["tool"]["setuptools"][
+        "package-data"]["services.web"]
+    for path in STATIC.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(STATIC.parent).as_posix()
+            assert any(fnmatch(relative, p) and relative.count("/") == p.count("/")
+                       for p in patterns), f"{relative} is not in pyproject's package-data"
+
+
+def test_page_has_no_reference_outside_its_server():
+    for path in STATIC.rglob("*"):
+        if path.suffix in (".html", ".js", ".css"):
+            text = path.read_text()
+            for scheme in ("http://", "https://", "//cdn", "ws://"):
+                assert scheme not in text.replace("https://github.com/msgpack", ""), \
+                    (path.name, scheme)
+
+
+# ---- in the browser ----------------------------------------------------------------------------
+
+MSGPACK_VALUES = [
+    None, True, False, 0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**53 - 1,
+    -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**53) + 1,
+    0.5, -1.25, 1e300, "", "a", "é" * 40, "x" * 300, "y" * 70000, [], list(range(20)),
+    {"type": "Word", "text": "hello", "start_time": 1.5}, {"k" * 40: [1, {"n": None}]},
+    {str(i): i for i in range(20)},
+]
+
+
+def test_msgpack_in_the_browser_matches_python(browser):
+    server = page_only_server()
+    try:
+        page = browser()
+        page.open(f"http://127.0.0.1:{server.http_port}/")
+        packed = [base64.b64encode(msgpack.packb(v)).decode() for v in MSGPACK_VALUES]
+        result = page.driver.execute_async_script("""
+            const [values, packed, done] = arguments;
+            const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
+            const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+            import("./static/js/msgpack.js").then((m) => {
+              const audio = new Float32Array([0, 0.5, -1, 0.25]);
+              done({encoded: values.map((v) => b64(m.encode(v))),
+                    decoded: packed.map((p) => m.decode(unb64(p))),
+                    audio: b64(m.encode({type: "Audio", pcm: audio})),
+                    bin: b64(m.encode(new Uint8Array([1, 2, 255])))});
+            }, (error) => done(String(error)));
+        """, MSGPACK_VALUES, packed)
+        assert isinstance(result, dict), result
+        for value, encoded in zip(MSGPACK_VALUES, result["encoded"], strict=True):
+            assert msgpack.unpackb(base64.b64decode(encoded), strict_map_key=False) == value
+        assert result["decoded"] == json.loads(json.dumps(MSGPACK_VALUES))
+        audio = msgpack.unpackb(base64.b64decode(result["audio"]))
+        assert audio == {"type": "Audio", "pcm": [0.0, 0.5, -1.0, 0.25]}
+        assert base64.b64decode(result["audio"]).count(b"\xca") == 4  # float32 samples
+        assert msgpack.unpackb(base64.b64decode(result["bin"])) == b"\x01\x02\xff"
+    finally:
+        server.stop(None).wait()
+
+
+def test_the_page_says_the_model_is_loading_until_the_server_serves(browser):
+    server = page_only_server()  # health NOT_SERVING, as serve while it warms up
+    try:
+        page = browser()
+        page.open(f"http://127.0.0.1:{server.http_port}/")
+        page.wait("moshiPage.state === 'loading'", 10, "the loading state", STATS)
+        assert "Loading the model" in page.text("banner")
+        assert page.js("document.getElementById('talk-connect').disabled")
+        page.screenshot("loading")
+        server.set_health(serving=True)
+        page.wait("moshiPage.state === 'serving'", 10, "the serving state", STATS)
+        assert page.js("document.getElementById('banner').hidden")
+        assert not page.js("document.getElementById('talk-connect').disabled")
+    finally:
+        server.stop(None).wait()
+
+
+def _engine_frames(served) -> tuple[int, int]:
+    """(active sessions, frames) summed over the server's engines."""
+    engines = served.engine_stats()
+    return sum(e.active_sessions for e in engines), sum(e.frames for e in engines)
+
+
+@pytest.mark.slow
+def test_talk_transcribe_and_speak_in_chromium_against_serve(browser, serve, speech_wav):
+    served = serve()  # the built-in tiny models: dialogue, ASR and TTS on one engine
+    page = browser()
+    page.open(served.url)
+    page.wait("moshiPage.state === 'serving'", 30, "the page to see the server serving", STATS)
+    _, frames_before = _engine_frames(served)
+
+    # Talk: the microphone (the wav) streams to Moshi; its audio plays, its text shows.
+    page.click("talk-connect")
+    page.wait("moshiPage.talk.stats.state === 'connected'", 30, "Talk to connect", STATS)
+    page.wait("moshiPage.talk.stats.framesSent >= 25 && moshiPage.talk.stats.textPieces > 0"
+              " && moshiPage.talk.stats.outputRmsMax > 0 && moshiPage.talk.stats.latencyMs",
+              60, "microphone frames out, Moshi's text and audio back", STATS)
+    active, frames = _engine_frames(served)
+    assert active >= 1, "the server's stats show no session while Talk is connected"
+    assert frames - frames_before >= 25, (frames, frames_before)
+    talk = page.js("moshiPage.talk.stats")
+    assert talk["micRmsMax"] > 0.01 and talk["samplesReceived"] >= 1920
+    assert page.text("talk-text").strip()
+    assert page.text("talk-latency").endswith("ms)")
+    assert "echoCancellation on" in page.text("talk-mic-settings")
+    page.screenshot("talk")
+    page.click("talk-disconnect")
+    page.wait("moshiPage.talk.stats.state === 'idle'", 10, "Talk to disconnect", STATS)
+
+    # Transcribe: a file dropped on the panel -> words with times.
+    page.tab("transcribe")
+    page.driver.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "speech.wav", {type: "audio/wav"}));
+        document.getElementById("asr-drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    """, base64.b64encode(speech_wav.read_bytes()).decode())
+    page.wait("moshiPage.transcribe.stats.state === 'done'", 60, "the file's transcription",
+              STATS)
+    transcribe = page.js("moshiPage.transcribe.stats")
+    assert transcribe["done"] and transcribe["words"], transcribe
+    assert transcribe["samplesSent"] == 4 * 24000
+    assert page.js("document.querySelectorAll('#asr-words .word').length") == \
+        len(transcribe["words"])
+    page.screenshot("transcribe")
+
+    # Speak: text -> audio as it is produced, played (the analyser hears it), downloadable.
+    page.tab("speak")
+    assert page.js("document.getElementById('tts-voice').options.length") >= 1
+    page.click("tts-speak")
+    page.wait("moshiPage.speak.stats.state === 'done'", 60, "the synthesis", STATS)
+    page.wait("moshiPage.speak.stats.outputRmsMax > 0", 10, "the speech to play", STATS)
+    speak = page.js("moshiPage.speak.stats")
+    assert speak["samplesReceived"] >= 1920 and speak["words"], speak
+    assert speak["download"]["bytes"] == 44 + 2 * speak["samplesReceived"]
+    size = page.driver.execute_async_script("""
+        const done = arguments[0];
+        fetch(document.getElementById("tts-download").href)
+          .then((r) => r.arrayBuffer()).then((b) => done(b.byteLength), (e) => done(String(e)));
+    """)
+    assert size == speak["download"]["bytes"]
+    page.screenshot("speak")
+
+    # Everything the page loaded came from its server.
+    origins = page.js("performance.getEntriesByType('resource').map((e) => e.name)")
+    assert origins and all(u.startswith(served.url) for u in origins), origins
+
+
+@pytest.mark.slow
+def test_wrong_token_full_server_and_lost_connection_are_said(browser, serve):
+    served = serve("--max-sessions", "1", "--auth-token", "secret")
+    wrong = browser()
+    wrong.open(f"{served.url}?token=wrong")
+    wrong.wait("moshiPage.state === 'auth' || moshiPage.state === 'serving'", 30,
+               "the page to reach the server", STATS)
+    if wrong.js("moshiPage.state") == "serving":  # /api/info answers without the token
+        wrong.click("talk-connect")
+        wrong.wait("moshiPage.talk.stats.state === 'auth'", 20, "Talk to say the token is "
+                   "wrong", STATS)
+        assert "Wrong token" in wrong.text("talk-state")
+    else:
+        assert "Wrong token" in wrong.text("banner")
+    wrong.screenshot("wrong_token")
+
+    page = browser()
+    page.open(f"{served.url}?token=secret")
+    page.wait("moshiPage.state === 'serving'", 30, "the page to see the server", STATS)
+    page.click("talk-connect")  # takes the one slot
+    page.wait("moshiPage.talk.stats.state === 'connected'", 30, "Talk to connect", STATS)
+    page.tab("transcribe")
+    page.click("asr-mic")
+    page.wait("moshiPage.transcribe.stats.state === 'full'", 20, "Transcribe to find the "
+              "server full", STATS)
+    said = page.text("asr-state")
+    assert said.startswith("Server full: ") and "slots are busy" in said and "retry in" in said
+    assert not page.js("document.getElementById('asr-retry').hidden")
+    page.screenshot("server_full")
+
+    page.tab("talk")
+    served.stop()
+    page.wait("moshiPage.talk.stats.state === 'lost' && moshiPage.state === 'lost'", 20,
+              "the page to say the connection is lost", STATS)
+    assert page.text("talk-state").startswith("Connection lost")
+    assert "Connection lost" in page.text("banner")
+    page.screenshot("connection_lost")
