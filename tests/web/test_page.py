@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from fnmatch import fnmatch
@@ -249,3 +250,31 @@ def test_wrong_token_full_server_and_lost_connection_are_said(browser, serve):
     assert page.text("talk-state").startswith("Connection lost")
     assert "Connection lost" in page.text("banner")
     page.screenshot("connection_lost")
+
+
+def test_serve_open_starts_a_browser_on_the_page(tmp_path, monkeypatch):
+    from tests.grpc.conftest import spawn_serve
+
+    opened = tmp_path / "opened"
+    # webbrowser runs $BROWSER with the URL for %s (it must still run when asked, hence sleep).
+    monkeypatch.setenv("BROWSER", f"sh -c 'echo %s > {opened}; sleep 2'")
+    process, _ = spawn_serve("--builtin", "null", "--http-port", "0", "--open")
+    try:
+        assert process.http_port
+        for _ in range(100):
+            if opened.exists() and opened.read_text().strip():
+                break
+            time.sleep(0.1)
+        assert opened.read_text().strip() == f"http://127.0.0.1:{process.http_port}/"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_serve_open_needs_the_http_port():
+    from click.testing import CliRunner
+
+    from cli.serve import serve
+
+    result = CliRunner().invoke(serve, ["--open"])
+    assert result.exit_code == 2 and "--open needs --http-port" in result.output
