@@ -378,9 +378,10 @@ def set_threads(threads: int | None) -> None:
 def http_routes(services: Sequence[GrpcService]) -> list[HttpRoutes]:
     """What the HTTP port serves over ``services`` (``serve --http-port``): adapters over the
     same services and engines as the gRPC port."""
+    from services.kyutai import kyutai_routes
     from services.web.routes import WebPage
 
-    return [WebPage()]
+    return [*kyutai_routes(services), WebPage()]
 
 
 def close_all(services: Sequence[GrpcService]) -> None:

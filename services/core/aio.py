@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -29,7 +30,9 @@ class AsyncSession:
             session.add_waker(self._wake)
 
     def _wake(self) -> None:
-        self._loop.call_soon_threadsafe(self._set)
+        # RuntimeError: the loop closed (the server stopped) while the engine stepped us.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._set)
 
     def _set(self) -> None:
         self._room.set()
