@@ -42,7 +42,7 @@ def chromium_binary() -> str:
     return found
 
 
-def write_speech(path: Path, seconds: float = 4.0, rate: int = 48_000) -> Path:
+def write_speech(path: Path, seconds: float = 4.0, rate: int = 24_000) -> Path:
     """A speech-like wav: a voiced 130 Hz source with vowel-ish harmonics, in syllables of
     about 200 ms separated by short gaps (Chromium loops the file as its microphone)."""
     t = np.arange(int(seconds * rate)) / rate
@@ -83,6 +83,12 @@ class Browser:
         from selenium.webdriver.common.by import By
 
         self.driver.find_element(By.CSS_SELECTOR, f"[data-panel={name}]").click()
+
+    def set_values(self, values: dict[str, object]) -> None:
+        """Sets inputs by id (``details`` panels need not be open)."""
+        for element_id, value in values.items():
+            self.driver.execute_script("document.getElementById(arguments[0]).value = "
+                                       "arguments[1];", element_id, str(value))
 
     def text(self, element_id: str) -> str:
         return self.js(f"document.getElementById({json.dumps(element_id)}).textContent")

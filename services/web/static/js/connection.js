@@ -38,7 +38,7 @@ export function apiUrl(path, params = {}, token = "") {
 /** GET `path` as JSON (with the token); throws an Error saying what went wrong. */
 export async function getJson(path, token = "") {
   const reply = await fetch(apiUrl(path, {}, token), { cache: "no-store" });
-  if (reply.status === 401) throw new ServerError("auth", "wrong or missing token");
+  if (reply.status === 401) throw new ServerError("auth", "the server refused the token");
   if (!reply.ok) throw new ServerError("error", `${path}: HTTP ${reply.status}`);
   return reply.json();
 }
@@ -63,7 +63,7 @@ async function closeMeaning(url, event, opened, message) {
       probe.protocol = probe.protocol === "wss:" ? "https:" : "http:";
       const reply = await fetch(probe, { cache: "no-store" });
       if (reply.status === 401) {
-        return new ServerError("auth", "wrong or missing token: the server refused it");
+        return new ServerError("auth", "the server refused the token (HTTP 401)");
       }
       return new ServerError("error", `the server refused the connection (HTTP ${reply.status})`);
     } catch (error) {
@@ -82,7 +82,7 @@ async function closeMeaning(url, event, opened, message) {
   }
   if (said) return new ServerError("error", said);
   if (event.code === 1000) return null;
-  return new ServerError("lost", `connection lost (code ${event.code})`);
+  return new ServerError("lost", `the socket closed unexpectedly (code ${event.code})`);
 }
 
 /**

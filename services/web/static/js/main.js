@@ -102,9 +102,10 @@ class Page {
   explain(error) {
     switch (error.kind) {
       case "auth": return `Wrong token: ${error.message}. Type the server's --auth-token above.`;
+      // (the message says what was refused; the advice is the same for every panel)
       case "full": return `Server full: ${error.message}`;
       case "lost": return `Connection lost: ${error.message}`;
-      case "unreachable": return "Connection lost: cannot reach the server";
+      case "unreachable": return "Connection lost: cannot reach the server.";
       default: return `Error: ${error.message}`;
     }
   }

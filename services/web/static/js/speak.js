@@ -1,7 +1,8 @@
 // Speak: text -> speech as it is produced, over /api/tts_streaming (Kyutai's messages,
 // MessagePack maps with a "type" key), the voice picked from /api/voices.
 //
-// Query: voice, format=PcmMessagePack (audio as MessagePack arrays of float samples).
+// Query: voice, format=PcmMessagePack (audio as MessagePack arrays of float samples), and
+// optionally temperature, top_k, seed.
 // In: {type: "Text", text}, then {type: "Eos"} (no more text).
 // Out: {type: "Ready"}, {type: "Audio", pcm: [24 kHz float samples]},
 //      {type: "Text", text, start_s, stop_s} (a word and when it is spoken),
@@ -10,7 +11,9 @@
 import { Player, SAMPLE_RATE, showLevel, wavBlob } from "./audio.js";
 import { Socket } from "./connection.js";
 import { decode, encode } from "./msgpack.js";
-import { addWord, byId, setState } from "./ui.js";
+import { addWord, byId, numberParams, setState } from "./ui.js";
+
+const SAMPLING = { temperature: "tts-temperature", top_k: "tts-top-k", seed: "tts-seed" };
 
 export class Speak {
   constructor(page) {
@@ -63,7 +66,8 @@ export class Speak {
     this.show("connecting", "connecting…");
     if (this.player) this.player.close();
     this.player = await Player.open({ max: 0 });  // never drop: the whole text is wanted
-    const params = { voice: byId("tts-voice").value, format: "PcmMessagePack" };
+    const params = { voice: byId("tts-voice").value, format: "PcmMessagePack",
+                     ...numberParams(SAMPLING) };
     this.socket = new Socket("api/tts_streaming", params, this.page.token(), {
       onOpen: () => {
         this.show("connected", "synthesizing…");

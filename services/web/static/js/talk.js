@@ -11,7 +11,7 @@
 
 import { FRAME_SIZE, Microphone, Player, showLevel } from "./audio.js";
 import { Socket } from "./connection.js";
-import { byId, setState } from "./ui.js";
+import { byId, numberParams, setState } from "./ui.js";
 
 const KIND = { handshake: 0, audio: 1, text: 2, error: 5 };
 const SAMPLING = { temperature: "talk-temperature", top_k: "talk-top-k",
@@ -52,9 +52,7 @@ export class Talk {
   }
 
   sampling() {
-    const params = { format: "pcm" };
-    for (const [name, id] of Object.entries(SAMPLING)) params[name] = byId(id).value.trim();
-    return params;
+    return { format: "pcm", ...numberParams(SAMPLING) };
   }
 
   async connect() {

@@ -1,15 +1,16 @@
 // Transcribe: the microphone or a dropped file -> words with their times, over
 // /api/asr-streaming (Kyutai's messages, MessagePack maps with a "type" key).
 //
+// Query (optional): temperature, top_k, seed of the text sampling (greedy by default).
 // In: {type: "Audio", pcm: [24 kHz float samples]}, {type: "Marker", id}.
 // Out: {type: "Word", text, start_time}, {type: "EndWord", stop_time},
 //      {type: "Step", step_idx, prs: [pause probability per head], buffered_pcm},
 //      {type: "Marker", id} (once the audio sent before it is processed), {type: "Ready"},
 //      {type: "Error", message}.
 //
-// The last words come out only after the model's text delay: at the end the page sends
-// silence for longer than any model's delay, then a marker, and closes once the marker is
-// back (every word is out by then).
+// The last words come out only after the model's text delay: at the end the page sends a
+// marker, then silence until the marker is back (every word is out by then; at most
+// FLUSH_SECONDS of it, longer than any model's delay), and closes.
 //
 // End of turn, when the model has pause heads: the rule of Kyutai's reference example (and
 // of services/asr/vad.py), head 2's pause probability above 0.5, once per turn, a turn
@@ -18,9 +19,11 @@
 import { FRAME_SIZE, Microphone, SAMPLE_RATE, decodeFile, rms, showLevel } from "./audio.js";
 import { Socket } from "./connection.js";
 import { encode, decode } from "./msgpack.js";
-import { addWord, byId, setState, setWordEnd } from "./ui.js";
+import { addWord, byId, numberParams, setState, setWordEnd } from "./ui.js";
 
-const FLUSH_SECONDS = 3;
+const SAMPLING = { temperature: "asr-temperature", top_k: "asr-top-k", seed: "asr-seed" };
+const FLUSH_SECONDS = 10;
+const SILENCE_FRAME_MS = 20;  // silence goes 4x faster than real time: the wait is short
 const END_OF_TURN_HEAD = 2;
 const END_OF_TURN_THRESHOLD = 0.5;
 const MARKER_TIMEOUT_MS = 20000;
@@ -86,7 +89,7 @@ export class Transcribe {
       return;
     }
     this.markerId = Math.floor(Math.random() * 1e9);
-    this.socket = new Socket("api/asr-streaming", {}, this.page.token(), {
+    this.socket = new Socket("api/asr-streaming", numberParams(SAMPLING), this.page.token(), {
       onOpen: () => {
         this.show("connected", file ? `transcribing ${file.name}` : "listening…");
         if (samples) this.sendFile(samples);
@@ -120,18 +123,22 @@ export class Transcribe {
     this.finish();
   }
 
-  /** No more audio: flush the model's delay with silence, then wait for the marker. */
-  finish() {
+  /** No more audio: a marker, then silence until the marker comes back (the server returns
+   * it once the words of the audio before it are out, the model's text delay later). */
+  async finish() {
     if (!this.socket || this.finishing) return;
     this.finishing = true;
     if (this.mic) { this.mic.close(); this.mic = null; this.level = 0; }
-    const silence = new Float32Array(FRAME_SIZE);
-    for (let i = 0; i < FLUSH_SECONDS * SAMPLE_RATE / FRAME_SIZE; i++) {
-      this.socket.send(encode({ type: "Audio", pcm: silence }));  // not counted as audio sent
-    }
     this.socket.send(encode({ type: "Marker", id: this.markerId }));
     this.show("finishing", "finishing: the last words come after the model's delay…");
     this.markerTimer = setTimeout(() => this.socket && this.socket.close(), MARKER_TIMEOUT_MS);
+    const silence = encode({ type: "Audio", pcm: new Float32Array(FRAME_SIZE) });
+    for (let i = 0; i < FLUSH_SECONDS * SAMPLE_RATE / FRAME_SIZE; i++) {
+      while (this.socket && this.socket.buffered > MAX_BUFFERED_BYTES) await sleep(10);
+      if (!this.socket || this.stats.done) return;
+      this.socket.send(silence);  // not counted as audio sent
+      await sleep(SILENCE_FRAME_MS);
+    }
   }
 
   stop() {

@@ -49,3 +49,11 @@ export function setWordEnd(word, end) {
   word.dataset.end = end.toFixed(2);
   word.title = `${word.dataset.start}–${end.toFixed(2)} s`;
 }
+
+/** Query parameters from number inputs: {name: id} -> {name: value} (empty: left out, the
+ * server's default). */
+export function numberParams(ids) {
+  const params = {};
+  for (const [name, id] of Object.entries(ids)) params[name] = byId(id).value.trim();
+  return params;
+}
