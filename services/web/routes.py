@@ -22,8 +22,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
                  ".svg": "image/svg+xml", ".png": "image/png"}
 # Everything the page loads comes from this server; the websockets are same-origin too.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' blob:; img-src 'self' data: blob:; "
-                           "media-src 'self' blob:; object-src 'none'; base-uri 'none'")
+# (blob: for the download of synthesized speech, a blob URL the page makes.)
+CONTENT_SECURITY_POLICY = ("default-src 'self'; connect-src 'self' blob:; "
+                           "img-src 'self' data: blob:; media-src 'self' blob:; "
+                           "object-src 'none'; base-uri 'none'")
 
 
 def static_files() -> dict[str, Path]:

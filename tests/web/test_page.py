@@ -196,6 +196,14 @@ def test_talk_transcribe_and_speak_in_chromium_against_serve(browser, serve, spe
     assert page.js("document.querySelectorAll('#asr-words .word').length") == \
         len(transcribe["words"])
     page.screenshot("transcribe")
+    # ... and the microphone, until Stop: the last words come once the marker is back.
+    page.click("asr-mic")
+    page.wait("moshiPage.transcribe.stats.samplesSent >= 24000", 30,
+              "a second of microphone audio sent", STATS)
+    page.click("asr-stop")
+    page.wait("moshiPage.transcribe.stats.state === 'done'", 30, "the microphone's "
+              "transcription to finish", STATS)
+    assert page.js("moshiPage.transcribe.stats.done")  # the marker came back
 
     # Speak: text -> audio as it is produced, played (the analyser hears it), downloadable.
     page.tab("speak")
@@ -284,3 +292,57 @@ def test_serve_open_needs_the_http_port():
 
     result = CliRunner().invoke(serve, ["--open"])
     assert result.exit_code == 2 and "--open needs --http-port" in result.output
+
+
+def test_end_of_turn_markers_when_the_model_has_pause_heads(browser, tmp_path):
+    """A Kyutai STT-layout model with pause heads (the tiny golden one, a stand-in codec):
+    the page turns its end-of-turn markers on, Step messages with the heads' probabilities
+    arrive, and a turn ends once head 2 passes 0.5 after a word (once per turn)."""
+    from services.asr.service import ASRService
+    from services.core.tick import speech_engine
+    from services.kyutai import kyutai_routes
+    from services.moshi_lm.generate import LMGenerator
+    from services.wiring import close_all
+    from tests.asr.test_asr_service import TIMING, StandInCodec, decode, load
+    from tests.web.conftest import write_speech
+
+    model = load("lm_dev_stt_vad")
+    service = ASRService.on_stt(speech_engine(2, LMGenerator(model), StandInCodec()),
+                                model.cfg, decode, "vad", timing=TIMING)
+    server, _ = create_server([service], options=ServerOptions(http_address="127.0.0.1:0"),
+                              http_routes=[*kyutai_routes([service]), WebPage()])
+    try:
+        page = browser()
+        page.open(f"http://127.0.0.1:{server.http_port}/")
+        page.wait("moshiPage.state === 'serving'", 20, "the page to see the server", STATS)
+        assert page.js("moshiPage.pauseHeads")
+        assert page.text("asr-turns").startswith("End-of-turn markers: on")
+        page.tab("transcribe")
+        page.driver.find_element("id", "asr-file").send_keys(
+            str(write_speech(tmp_path / "short.wav", seconds=1.0)))
+        page.wait("moshiPage.transcribe.stats.state === 'done'", 30, "the transcription", STATS)
+        assert page.js("moshiPage.transcribe.stats.steps") >= 12  # a Step per 80 ms frame
+        # The rule, on messages as the server sends them (the tiny model's heads stay < 0.5).
+        marks = page.driver.execute_async_script("""
+            const done = arguments[0];
+            import("./static/js/msgpack.js").then(({encode}) => {
+              const panel = moshiPage.transcribe, words = document.getElementById("asr-words");
+              panel.socket = {close() {}, error() {}};
+              const count = () => words.querySelectorAll(".end-of-turn").length;
+              const step = (p2) => panel.onMessage(encode({type: "Step", step_idx: 0,
+                                                           prs: [0, 0, p2, 0], buffered_pcm: 0}));
+              const seen = [];
+              step(0.9); seen.push(count());                   // no word yet: no turn to end
+              panel.onMessage(encode({type: "Word", text: "hi", start_time: 0.5}));
+              step(0.4); seen.push(count());
+              step(0.6); seen.push(count());                   // the turn ends
+              step(0.9); seen.push(count());                   // once
+              panel.socket = null;
+              done(seen);
+            });
+        """)
+        assert marks == [0, 0, 1, 1]
+        page.screenshot("end_of_turn")
+    finally:
+        server.stop(None).wait()
+        close_all([service])
