@@ -28,6 +28,7 @@ while it cannot step, ``waiting_output()`` may say so.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import dataclasses
@@ -94,6 +95,20 @@ class Events(list):
 
 STEP = object()  # the input of a self-paced session's step
 
+# Upper bounds (ms) of the step-time histogram's buckets (and +inf): around the 80 ms budget of
+# a frame, where an operator wants resolution.
+STEP_MS_BUCKETS = (5.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 160.0, 320.0, 640.0, 1280.0)
+
+
+def end_reason(error: EngineError | None) -> str:
+    """How a session ended, as metrics count it: "ok", or its error in snake case
+    ("idle_timeout", "cancelled", "invalid_input", ...)."""
+    if error is None:
+        return "ok"
+    name = type(error).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower()
+                   for i, c in enumerate(name))
+
 
 class Stepper(Protocol):
     """The model side of an engine. Every method runs on the engine thread only."""
@@ -123,6 +138,13 @@ class EngineStats:
     step_ms_p99: float
     mean_batch: float
     queued_frames: int
+    # Since start, for /metrics: steps per STEP_MS_BUCKETS bucket (one more: slower), their
+    # total time, steps over the 80 ms budget, ended sessions by end_reason.
+    step_ms_buckets: tuple[int, ...] = ()
+    step_ms_sum: float = 0.0
+    steps_over_budget: int = 0
+    sessions_ended: dict[str, int] = dataclasses.field(default_factory=dict)
+    queued_outputs: int = 0
 
     @property
     def real_time_factor(self) -> float:
@@ -231,7 +253,7 @@ class Session:
             self.closed, self.error = True, error
             self._inbox.clear()
             self._cond.notify_all()
-        self.engine._release(self)
+        self.engine._release(self, end_reason(error))
         self._wake()
 
     # ---- engine side ----------------------------------------------------------------------
@@ -310,6 +332,9 @@ class Session:
     def _queued(self) -> int:
         return len(self._inbox)
 
+    def _unread(self) -> int:
+        return len(self._outbox)
+
     def _state(self) -> str:
         """"ready" (can be stepped now), "waiting" (may get input any moment) or "out"
         (ended, closed, or held back by its unread outputs)."""
@@ -351,6 +376,9 @@ class Engine:
         self._stopped = False
         self._recent: collections.deque = collections.deque(maxlen=stats_window)
         self._counts = collections.Counter()
+        self._ended = collections.Counter()  # sessions by end_reason
+        self._step_buckets = [0] * (len(STEP_MS_BUCKETS) + 1)
+        self._step_ms_sum = 0.0
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
 
     def start(self) -> Engine:
@@ -414,7 +442,9 @@ class Engine:
             recent = list(self._recent)
             active = self.max_sessions - len(self._free)
             queued = sum(s._queued() for s in self._sessions.values())
-            counts = dict(self._counts)
+            unread = sum(s._unread() for s in self._sessions.values())
+            counts, ended = dict(self._counts), dict(self._ended)
+            buckets, step_ms_sum = tuple(self._step_buckets), self._step_ms_sum
         times = np.array([t for t, _ in recent]) if recent else np.zeros(1)
         return EngineStats(
             name=self.name, max_sessions=self.max_sessions, active_sessions=active,
@@ -425,13 +455,16 @@ class Engine:
             step_ms_last=float(times[-1]), step_ms_p50=float(np.percentile(times, 50)),
             step_ms_p99=float(np.percentile(times, 99)),
             mean_batch=float(np.mean([b for _, b in recent])) if recent else 0.0,
-            queued_frames=queued)
+            queued_frames=queued, step_ms_buckets=buckets, step_ms_sum=step_ms_sum,
+            steps_over_budget=counts.get("over_budget", 0), sessions_ended=ended,
+            queued_outputs=unread)
 
-    def _release(self, session: Session) -> None:
+    def _release(self, session: Session, reason: str) -> None:
         with self._lock:
             if self._sessions.get(session.slot) is session:
                 del self._sessions[session.slot]
                 self._free.append(session.slot)
+                self._ended[reason] += 1
                 if session in self._joining:
                     self._joining.remove(session)
         self.wake()
@@ -509,10 +542,13 @@ class Engine:
         elapsed_ms = (time.perf_counter() - started) * 1000
         for (session, _), output in zip(batch, outputs, strict=True):
             session._deliver(output)
-        with self._lock:
+        with self._lock:  # a few integer updates a tick: nothing per session
             self._recent.append((elapsed_ms, len(batch)))
             self._counts["steps"] += 1
             self._counts["frames"] += len(batch)
+            self._counts["over_budget"] += elapsed_ms > FRAME_MS
+            self._step_buckets[bisect.bisect_left(STEP_MS_BUCKETS, elapsed_ms)] += 1
+            self._step_ms_sum += elapsed_ms
         if any(s._state() == "ready" for s, _ in batch):
             return 0.0  # more work is waiting: step again without sleeping
         return wait

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.engine import Engine
+from services.http.metrics import ServerMetrics
 from services.http.server import STATE, HttpRoutes, build_app, start_app
 
 log = logging.getLogger(__name__)
@@ -229,13 +230,16 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
     """
     options = options or ServerOptions()
     engines = [e for s in services for e in s.engines()]
+    # /metrics on the HTTP side; its call counter sees every gRPC call, refused ones too.
+    metrics = ServerMetrics(engines)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=_run_loop, args=(loop,), name="grpc-aio", daemon=True)
     thread.start()
 
     async def build() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
-        interceptors = ([BearerTokenInterceptor(options.auth_token, options.open_prefixes)]
-                        if options.auth_token else [])
+        interceptors = [metrics.grpc_interceptor()] + (
+            [BearerTokenInterceptor(options.auth_token, options.open_prefixes)]
+            if options.auth_token else [])
         server = grpc.aio.server(
             interceptors=interceptors,
             # so_reuseport 0: a second server on a port in use fails to bind instead of
@@ -271,7 +275,7 @@ def create_server(services: Sequence[GrpcService], address: str = "127.0.0.1:0",
         host, _, http_port = options.http_address.rpartition(":")
         ssl_context = (_ssl_context(options.tls_cert_chain, options.tls_private_key)
                        if options.tls else None)
-        app = build_app(http_routes, options.auth_token)
+        app = build_app([*http_routes, metrics], options.auth_token)
         try:
             return await start_app(app, host, int(http_port), ssl_context)
         except OSError as e:

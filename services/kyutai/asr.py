@@ -35,7 +35,14 @@ from services.asr.service import ASRService
 from services.core.common_pb2 import PCM_F32LE
 from services.core.constants import SAMPLE_RATE
 from services.core.engine import InvalidInput
-from services.kyutai.messages import field, pack, query_number, query_seed, unpack
+from services.kyutai.messages import (
+    field,
+    pack,
+    query_number,
+    query_seed,
+    session_slots,
+    unpack,
+)
 from services.kyutai.socket import pump, serve_socket
 
 PATH = "/api/asr-streaming"
@@ -76,7 +83,7 @@ class AsrStreaming:
             await self._call(ws, recognition_config(request, self.service.pause_heads > 0))
 
         return await serve_socket(request, PATH, send_error, call,
-                                  self.service.engine.max_sessions)
+                                  session_slots(self.service.engine))
 
     async def _call(self, ws: web.WebSocketResponse, config: asr_pb2.RecognitionConfig) -> None:
         recognition = self.service.open(config)
@@ -113,7 +120,7 @@ class _Reader:
                     self._opus = sphn.OpusStreamReader(SAMPLE_RATE)
                 try:
                     pcm = self._opus.append_bytes(bytes(field(message, "data", bytes)))
-                except Exception as error:  # sphn raises plain exceptions on bad pages
+                except ValueError as error:  # sphn: a bad page (said once more bytes come)
                     raise InvalidInput(f"OggOpus data is not Ogg-Opus: {error}") from None
                 return self._audio(np.asarray(pcm, np.float32))
             case "Marker":

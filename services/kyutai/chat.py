@@ -34,6 +34,7 @@ from services.kyutai.messages import (
     KIND_TEXT,
     query_number,
     query_seed,
+    session_slots,
 )
 from services.kyutai.socket import pump, serve_socket
 
@@ -73,7 +74,7 @@ class Chat:
     @property
     def max_sessions(self) -> int | None:
         engine = getattr(self.service.lm, "engine", None)
-        return None if engine is None else engine.max_sessions
+        return None if engine is None else session_slots(engine)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         async def call(ws: web.WebSocketResponse) -> None:
@@ -87,10 +88,11 @@ class Chat:
             await ws.send_bytes(bytes([KIND_HANDSHAKE]))
 
             async def write(frame: DialogueFrame) -> None:
-                if data := audio.encode(frame.audio):
-                    await ws.send_bytes(bytes([KIND_AUDIO]) + data)
+                # A frame's text before its audio: the text token is sampled first.
                 if frame.text:
                     await ws.send_bytes(bytes([KIND_TEXT]) + frame.text.encode())
+                if data := audio.encode(frame.audio):
+                    await ws.send_bytes(bytes([KIND_AUDIO]) + data)
 
             await pump(ws, session, audio.read, write)
 
@@ -117,7 +119,7 @@ class _Audio:
             return list(self.splitter.push(bytes(data[1:])))  # PcmError: not whole samples
         try:
             pcm = self._reader.append_bytes(bytes(data[1:]))
-        except Exception as error:  # sphn raises plain exceptions on bad pages
+        except ValueError as error:  # sphn: a bad page (said once more bytes come)
             raise InvalidInput(f"kind-1 audio is not Ogg-Opus: {error}") from None
         return list(self.splitter.push(np.asarray(pcm, np.float32).tobytes()))
 

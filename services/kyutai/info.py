@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.asr.service import ASRService
 from services.dialogue.service import DialogueService
+from services.kyutai.messages import session_slots
 from services.tts.conditioning import list_voices
 from services.tts.service import TTSService
 
@@ -45,7 +46,7 @@ class Info:
             if engine is not None:
                 engines.append(engine)
         # One engine per loaded model: its slots are shared by every service on it.
-        max_sessions = max((e.max_sessions for e in engines), default=0)
+        max_sessions = max((session_slots(e) for e in engines), default=0)
         return web.json_response({
             "services": list(models), "max_sessions": max_sessions, "models": models,
             "pause_heads": self.asr is not None and self.asr.pause_heads > 0})

@@ -152,6 +152,12 @@ def close_code(error: Exception) -> int:
     return CLOSE_POLICY
 
 
+def session_slots(engine: Any) -> int:
+    """The sessions an engine takes (its stepper's count: a shared engine holds codec rows
+    besides, as the services' GetInfo says)."""
+    return getattr(engine.stepper, "max_sessions", engine.max_sessions)
+
+
 def error_text(error: Exception, max_sessions: int | None) -> str:
     """What the client is told: a full server says how long to wait."""
     if isinstance(error, CapacityError) and max_sessions is not None:

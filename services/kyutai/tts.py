@@ -28,7 +28,14 @@ from aiohttp import WSMsgType, web
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.core.constants import SAMPLE_RATE
 from services.core.engine import InvalidInput
-from services.kyutai.messages import field, pack, query_number, query_seed, unpack
+from services.kyutai.messages import (
+    field,
+    pack,
+    query_number,
+    query_seed,
+    session_slots,
+    unpack,
+)
 from services.kyutai.socket import END, pump, serve_socket
 from services.tts import tts_pb2
 from services.tts.mode import SynthesisChunk
@@ -92,7 +99,7 @@ class TtsStreaming:
             await pump(ws, session, _read, write)
 
         return await serve_socket(request, PATH, send_error, call,
-                                  self.service.engine.max_sessions)
+                                  session_slots(self.service.engine))
 
 
 def _read(kind: WSMsgType, data) -> list:
