@@ -246,6 +246,12 @@ def test_wrong_token_full_server_and_lost_connection_are_said(browser, serve):
     page = browser()
     page.open(f"{served.url}?token=secret")
     page.wait("moshiPage.state === 'serving'", 30, "the page to see the server", STATS)
+    page.set_values({"talk-temperature": -1})  # bad input: the server's message is shown
+    page.click("talk-connect")
+    page.wait("moshiPage.talk.stats.state === 'error'", 20, "Talk to show the error", STATS)
+    assert page.text("talk-state").startswith("Error: ") and "temperature" in \
+        page.text("talk-state")
+    page.set_values({"talk-temperature": ""})
     page.click("talk-connect")  # takes the one slot
     page.wait("moshiPage.talk.stats.state === 'connected'", 30, "Talk to connect", STATS)
     page.tab("transcribe")

@@ -39,6 +39,11 @@ export function rms(samples) {
 /** The microphone as 80 ms chunks of 24 kHz samples: `onChunk(pcm, rms)` for each. */
 export class Microphone {
   static async open(onChunk) {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("this browser allows the microphone only on https:// or localhost pages: "
+                      + "serve with --tls-cert and --tls-key, or reach the server as localhost "
+                      + "(e.g. ssh -L 8080:localhost:8080)");
+    }
     const context = await audioContext();
     // Echo cancellation matters most: Moshi hears whatever the speakers play. Noise
     // suppression and gain control keep the level the model sees steady.
