@@ -153,9 +153,12 @@ export function wavBlob(samples, rate = SAMPLE_RATE) {
   return new Blob([view.buffer], { type: "audio/wav" });
 }
 
-/** A level meter: a bar element whose width follows an RMS (on a dB scale). */
+/** A level meter: a bar element whose width follows an RMS (on a dB scale), falling back
+ * smoothly (so the gaps between syllables do not blank it). */
 export function showLevel(bar, level) {
-  const db = 20 * Math.log10(Math.max(level, 1e-5));  // -100 dB .. 0 dB
+  const shown = Math.max(level, (parseFloat(bar.dataset.level) || 0) * 0.85);
+  bar.dataset.level = String(shown);
+  const db = 20 * Math.log10(Math.max(shown, 1e-5));  // -100 dB .. 0 dB
   const fraction = Math.max(0, Math.min(1, (db + 60) / 60));
   bar.style.width = `${(100 * fraction).toFixed(1)}%`;
 }

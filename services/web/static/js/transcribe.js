@@ -111,9 +111,10 @@ export class Transcribe {
   }
 
   async sendFile(samples) {
-    for (let at = 0; at < samples.length && this.socket && this.socket.open; at += FRAME_SIZE) {
-      while (this.socket && this.socket.buffered > MAX_BUFFERED_BYTES) await sleep(10);
-      if (!this.socket) return;
+    const sending = () => this.socket && this.socket.open && !this.finishing;  // Stop ends it
+    for (let at = 0; at < samples.length && sending(); at += FRAME_SIZE) {
+      while (sending() && this.socket.buffered > MAX_BUFFERED_BYTES) await sleep(10);
+      if (!sending()) return;
       const pcm = samples.slice(at, at + FRAME_SIZE);
       this.level = rms(pcm);
       this.sendAudio(pcm);
