@@ -352,3 +352,74 @@ def test_end_of_turn_markers_when_the_model_has_pause_heads(browser, tmp_path):
     finally:
         server.stop(None).wait()
         close_all([service])
+
+
+def test_worklets_resample_when_the_browser_runs_another_rate(browser):
+    """A browser that refuses a 24 kHz AudioContext gets one at its own rate: the capture
+    worklet still posts 1920-sample chunks at 24 kHz, and playback still plays 24 kHz audio at
+    its pitch (a 440 Hz tone stays 440 Hz both ways)."""
+    server = page_only_server()
+    try:
+        page = browser()
+        page.open(f"http://127.0.0.1:{server.http_port}/")
+        # An AudioContext may start only from a user gesture: a button the test clicks.
+        page.driver.execute_script("""
+            const done = (value) => { window.testResult = value; };
+            const crossings = (x) => { let n = 0;
+              for (let i = 1; i < x.length; i++) if (x[i - 1] < 0 && x[i] >= 0) n++; return n; };
+            const button = document.createElement("button");
+            button.id = "test-resampling";
+            document.body.append(button);
+            button.onclick = () => (async () => {
+              const context = new AudioContext({sampleRate: 48000});
+              await context.audioWorklet.addModule("static/worklets/capture.js");
+              await context.audioWorklet.addModule("static/worklets/playback.js");
+              const tone = context.createOscillator();
+              tone.frequency.value = 440;
+              const capture = new AudioWorkletNode(context, "capture", {numberOfInputs: 1,
+                numberOfOutputs: 0, processorOptions: {rate: 24000, chunk: 1920}});
+              const chunks = [];
+              capture.port.onmessage = (e) => chunks.push(e.data.pcm);
+              tone.connect(capture);
+              tone.start();
+              // 24 kHz: 0.5 s of a 440 Hz tone, played through the playback worklet.
+              const player = new AudioWorkletNode(context, "playback", {numberOfInputs: 0,
+                numberOfOutputs: 1, outputChannelCount: [1],
+                processorOptions: {rate: 24000, max: 0}});  // max 0: keep the whole second
+              const analyser = context.createAnalyser();
+              analyser.fftSize = 32768;
+              player.connect(analyser);
+              analyser.connect(context.destination);
+              const sine = new Float32Array(12000 * 2);
+              for (let i = 0; i < sine.length; i++) {
+                sine[i] = 0.5 * Math.sin(2 * Math.PI * 440 * i / 24000);
+              }
+              player.port.postMessage({pcm: sine});
+              // With the default bound, a second arriving at once is cut to one frame: the
+              // latency a burst would add is dropped (and counted).
+              const bounded = new AudioWorkletNode(context, "playback", {numberOfInputs: 0,
+                numberOfOutputs: 1, outputChannelCount: [1], processorOptions: {rate: 24000}});
+              let status = null;
+              bounded.port.onmessage = (e) => { status = e.data; };
+              bounded.connect(context.destination);
+              bounded.port.postMessage({pcm: sine.slice()});
+              await new Promise((r) => setTimeout(r, 900));
+              const out = new Float32Array(analyser.fftSize);  // the last 0.68 s at 48 kHz
+              analyser.getFloatTimeDomainData(out);
+              const played = out.subarray(0, 12000);  // inside the tone (it lasts 1 s)
+              const captured = new Float32Array(chunks.slice(1, 6).flatMap((c) => [...c]));
+              done({rate: context.sampleRate, sizes: chunks.map((c) => c.length),
+                    capturedHz: crossings(captured) / (captured.length / 24000),
+                    playedHz: crossings(played) / (played.length / 48000), bounded: status});
+            })().catch((e) => done(String(e)));
+        """)
+        page.click("test-resampling")
+        result = page.wait("window.testResult", 10, "the worklets' result")
+        assert isinstance(result, dict), result
+        assert result["rate"] == 48000 and len(result["sizes"]) >= 6
+        assert set(result["sizes"]) == {1920}
+        assert abs(result["capturedHz"] - 440) < 15, result
+        assert abs(result["playedHz"] - 440) < 15, result
+        assert result["bounded"]["dropped"] == 24000 - 1920, result
+    finally:
+        server.stop(None).wait()
