@@ -17,6 +17,7 @@ final status code (``GrpcCallCounter``, an interceptor), websocket calls by endp
 outcome (the Kyutai handlers, ``record_request``), statuses named alike (``ok``,
 ``invalid_argument``, ``resource_exhausted``, ...).
 
+With ``--auth-token`` the scrape needs ``authorization: Bearer <token>``, as gRPC calls do.
 Each server has its own ``CollectorRegistry`` (not prometheus_client's global one), so
 several servers in one process (the tests) never clash.
 """
@@ -40,6 +41,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from services.core.engine import STEP_MS_BUCKETS, Engine
+from services.http.server import token_matches
 
 
 class EngineCollector(Collector):
@@ -118,6 +120,11 @@ class ServerMetrics:
         app.router.add_get("/metrics", self.scrape)
 
     async def scrape(self, request: web.Request) -> web.Response:
+        """The metrics; with the server's token set, for ``authorization: Bearer <token>``
+        only (Prometheus' ``authorization`` scrape setting), as the gRPC port asks."""
+        given = request.headers.get("authorization", "")
+        if not token_matches(request.app, given.removeprefix("Bearer ") if given else None):
+            raise web.HTTPUnauthorized(text="/metrics needs 'authorization: Bearer <token>'")
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

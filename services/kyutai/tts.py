@@ -1,7 +1,9 @@
 """``/api/tts_streaming``: Kyutai TTS's websocket (moshi-server's wire format, MIT /
 Apache-2.0) over synthesis sessions of our TTSService.
 
-Query parameters: ``voice`` (a name from /api/voices), ``format`` (``OggOpus``, the default
+Query parameters: ``voice`` (a name from /api/voices, or Kyutai's name of it without the
+``.<signature>@<epoch>`` suffix; one the server does not have, as Kyutai's scripts send by
+default, falls back to the server's default voice), ``format`` (``OggOpus``, the default
 as in moshi-server, ``OggOpusMessagePack``, ``Pcm`` or ``PcmMessagePack``), ``seed``,
 ``temperature`` and ``top_k`` (text and audio alike, as moshi-server samples both),
 ``cfg_alpha`` (classifier-free guidance; our cfg_coef). Absent: our service's defaults.
@@ -21,6 +23,8 @@ Text{...} of a word is sent once it has ended (the next word started, or the aud
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import sphn
 from aiohttp import WSMsgType, web
@@ -38,15 +42,32 @@ from services.kyutai.messages import (
 )
 from services.kyutai.socket import END, pump, serve_socket
 from services.tts import tts_pb2
+from services.tts.conditioning import VOICE_SUFFIX, list_voices
 from services.tts.mode import SynthesisChunk
 from services.tts.service import TTSService
 
+log = logging.getLogger(__name__)
 PATH = "/api/tts_streaming"
 FORMATS = ("OggOpus", "OggOpusMessagePack", "Pcm", "PcmMessagePack")
 IN_TYPES = "Text, Eos or Voice"
 
 
-def synthesis_config(request: web.Request) -> tuple[tts_pb2.SynthesisConfig, str]:
+def voice_named(service: TTSService, name: str) -> str:
+    """The server's voice ``name`` stands for ("": the default voice)."""
+    voices = list_voices(service.voices_dir) if service.voices_dir and name else []
+    if name in voices or f"{name}{VOICE_SUFFIX}" in voices:
+        return name
+    # Kyutai's tts-voices files are "<name>.<signature>@<epoch>.safetensors".
+    signed = [v for v in voices if v.startswith(f"{name}.") and v.endswith(VOICE_SUFFIX)]
+    if signed:
+        return signed[0]
+    if name:
+        log.info("voice %r: not one of this server's voices, using the default", name)
+    return ""
+
+
+def synthesis_config(request: web.Request, service: TTSService
+                     ) -> tuple[tts_pb2.SynthesisConfig, str]:
     """The query parameters as a synthesis config and the output format (InvalidInput for
     what cannot be read; the service validates the values)."""
     fmt = request.query.get("format", "OggOpus")
@@ -57,7 +78,8 @@ def synthesis_config(request: web.Request) -> tuple[tts_pb2.SynthesisConfig, str
         sampling.temperature = temperature
     if (top_k := query_number(request, "top_k", int)) is not None:
         sampling.top_k = top_k
-    config = tts_pb2.SynthesisConfig(voice=request.query.get("voice", ""), encoding=PCM_F32LE,
+    voice = voice_named(service, request.query.get("voice", ""))
+    config = tts_pb2.SynthesisConfig(voice=voice, encoding=PCM_F32LE,
                                      text_sampling=sampling, audio_sampling=sampling)
     if (seed := query_seed(request)) is not None:
         config.seed = seed
@@ -85,7 +107,7 @@ class TtsStreaming:
                 await ws.send_bytes(pack("Error", message=message))
 
         async def call(ws: web.WebSocketResponse) -> None:
-            config, fmt = synthesis_config(request)
+            config, fmt = synthesis_config(request, self.service)
             writer = _Writer(fmt)
             session = self.service.open(config)
             for message in writer.start():

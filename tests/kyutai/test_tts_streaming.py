@@ -10,6 +10,7 @@ from websockets.sync.client import connect
 
 from services.core.common_pb2 import PCM_F32LE, SamplingParams
 from services.tts import tts_pb2, tts_pb2_grpc
+from services.wiring import ModelOptions
 from tests.kyutai.conftest import pack, unpack
 
 WORDS = ["Hello", "there,", "general", "Kenobi."]
@@ -85,3 +86,60 @@ def test_ogg_opus_is_our_audio_through_sphn(served, fmt):
     assert b"".join(pages) == b"".join(expected)
     reader = sphn.OpusStreamReader(24000)
     assert sum(len(reader.append_bytes(p)) for p in pages) == len(audio)
+
+
+@pytest.fixture(scope="module")
+def with_voices(tmp_path_factory):
+    """A Kyutai-TTS-layout model (the built-in tiny one) with a folder of voices named as
+    Kyutai's tts-voices repository names its files."""
+    from services.core.grpc_server import ServerOptions, create_channel, create_server
+    from services.wiring import build_tts_service, close_all, http_routes
+    from tests.conftest import FIXTURES
+    from tests.kyutai.conftest import Served
+
+    folder = tmp_path_factory.mktemp("voices")
+    (folder / "expresso").mkdir()
+    voice = (FIXTURES / "tts_dev_voice.safetensors").read_bytes()
+    (folder / "expresso" / "ex03_happy.wav.1e68beda@240.safetensors").write_bytes(voice)
+    services = list(build_tts_service(ModelOptions(voices_dir=str(folder))))
+    server, port = create_server(services, "127.0.0.1:0",
+                                 ServerOptions(http_address="127.0.0.1:0"),
+                                 http_routes=http_routes(services))
+    running = Served(create_channel(f"127.0.0.1:{port}"), server.http_port, services)
+    yield running
+    running.channel.close()
+    server.stop(None).wait()
+    close_all(services)
+
+
+def synthesize_with(channel, voice: str) -> np.ndarray:
+    config = tts_pb2.SynthesisConfig(encoding=PCM_F32LE, seed=1, voice=voice)
+    response = tts_pb2_grpc.SpeechSynthesisStub(channel).Synthesize(
+        tts_pb2.SynthesizeRequest(config=config, text="Hello there"), timeout=60)
+    return np.frombuffer(response.audio, "<f4")
+
+
+@pytest.mark.parametrize("asked,served_as", [
+    ("expresso/ex03_happy.wav", "expresso/ex03_happy.wav.1e68beda@240.safetensors"),
+    ("expresso/ex03_happy.wav.1e68beda@240.safetensors",
+     "expresso/ex03_happy.wav.1e68beda@240.safetensors"),
+    ("expresso/ex03-ex01_happy_001_channel1_334s.wav", ""),  # Kyutai's default: not here
+])
+def test_kyutai_voice_names_and_the_default(with_voices, asked, served_as):
+    messages = [unpack(m) for m in ws_synthesize(
+        with_voices.url("/api/tts_streaming", format="PcmMessagePack", seed=1, voice=asked),
+        lambda ws: (ws.send("Hello there"), ws.send(pack("Eos"))))]
+    pcm = np.concatenate([np.asarray(m["pcm"], np.float32) for m in messages
+                          if m["type"] == "Audio"])
+    np.testing.assert_array_equal(pcm, synthesize_with(with_voices.channel, served_as))
+
+
+def test_voices_lists_the_folder(with_voices):
+    import json
+    import urllib.request
+
+    url = f"http://127.0.0.1:{with_voices.http_port}/api/voices"
+    with urllib.request.urlopen(url) as reply:
+        assert json.loads(reply.read()) == {
+            "voices": ["expresso/ex03_happy.wav.1e68beda@240.safetensors"],
+            "default": "expresso/ex03_happy.wav.1e68beda@240.safetensors"}
