@@ -118,8 +118,9 @@ class Browser:
 
 @pytest.fixture
 def browser(tmp_path: Path, speech_wav: Path) -> Iterator[Callable[[], Browser]]:
-    """browser() -> a started headless Chromium whose microphone plays ``speech_wav``;
-    quit after the test. Screenshots go to ``tmp_path``."""
+    """browser(*flags) -> a started headless Chromium (with ``flags`` besides the usual ones)
+    whose microphone plays ``speech_wav``; quit after the test. Screenshots go to
+    ``tmp_path``."""
     binary = chromium_binary()
     try:
         from selenium import webdriver
@@ -129,10 +130,10 @@ def browser(tmp_path: Path, speech_wav: Path) -> Iterator[Callable[[], Browser]]
     profiles = itertools.count()
     with contextlib.ExitStack() as stack:
 
-        def start() -> Browser:
+        def start(*flags: str) -> Browser:
             options = webdriver.ChromeOptions()
             options.binary_location = binary
-            for flag in CHROMIUM_FLAGS:
+            for flag in (*CHROMIUM_FLAGS, *flags):
                 options.add_argument(flag)
             options.add_argument(f"--use-file-for-fake-audio-capture={speech_wav}")
             profile = tmp_path / f"profile-{next(profiles)}"  # a fresh one per browser

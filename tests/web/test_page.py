@@ -232,7 +232,7 @@ def test_talk_transcribe_and_speak_in_chromium_against_serve(browser, serve, spe
 
 @pytest.mark.slow
 def test_wrong_token_full_server_and_lost_connection_are_said(browser, serve):
-    served = serve("--max-sessions", "1", "--auth-token", "secret")
+    served = serve("--builtin", "null", "--max-sessions", "1", "--auth-token", "secret")
     wrong = browser()
     wrong.open(f"{served.url}?token=wrong")
     wrong.wait("moshiPage.state === 'auth' || moshiPage.state === 'serving'", 30,
@@ -426,3 +426,21 @@ def test_worklets_resample_when_the_browser_runs_another_rate(browser):
         assert result["bounded"]["dropped"] == 24000 - 1920, result
     finally:
         server.stop(None).wait()
+
+
+@pytest.mark.slow
+def test_over_https_the_page_talks_over_wss(browser, serve):
+    """Served with the server's certificate, the page and its sockets are https / wss (a
+    browser gives the microphone only to secure pages, localhost aside)."""
+    fixtures = REPO / "tests" / "fixtures"
+    served = serve("--builtin", "null", "--tls-cert", str(fixtures / "tls_localhost.crt"),
+                   "--tls-key", str(fixtures / "tls_localhost.key"))
+    page = browser("--ignore-certificate-errors")  # the test certificate is self-signed
+    page.open(f"https://localhost:{served.http_port}/")
+    page.wait("moshiPage.state === 'serving'", 30, "the page to see the server", STATS)
+    assert page.js("window.isSecureContext")
+    page.click("talk-connect")
+    page.wait("moshiPage.talk.stats.samplesReceived >= 1920", 30, "Moshi's audio over wss",
+              STATS)
+    sockets = page.js("performance.getEntriesByType('resource').map((e) => e.name)")
+    assert all(u.startswith(f"https://localhost:{served.http_port}/") for u in sockets)
