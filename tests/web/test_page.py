@@ -431,14 +431,21 @@ def test_worklets_resample_when_the_browser_runs_another_rate(browser):
 @pytest.mark.slow
 def test_over_https_the_page_talks_over_wss(browser, serve):
     """Served with the server's certificate, the page and its sockets are https / wss (a
-    browser gives the microphone only to secure pages, localhost aside)."""
+    browser gives the microphone only to secure pages, localhost aside). A server with only
+    the dialogue: the other panels say it does not serve them."""
     fixtures = REPO / "tests" / "fixtures"
-    served = serve("--builtin", "null", "--tls-cert", str(fixtures / "tls_localhost.crt"),
+    served = serve("--builtin", "null", "--services", "dialogue",
+                   "--tls-cert", str(fixtures / "tls_localhost.crt"),
                    "--tls-key", str(fixtures / "tls_localhost.key"))
     page = browser("--ignore-certificate-errors")  # the test certificate is self-signed
     page.open(f"https://localhost:{served.http_port}/")
     page.wait("moshiPage.state === 'serving'", 30, "the page to see the server", STATS)
     assert page.js("window.isSecureContext")
+    # Only the dialogue is served: Transcribe and Speak say so and cannot start.
+    for panel, start in (("transcribe", "asr-mic"), ("speak", "tts-speak")):
+        assert not page.js(f"document.getElementById('{panel}-missing').hidden")
+        assert page.js(f"document.getElementById('{start}').disabled")
+    assert page.js("document.getElementById('talk-missing').hidden")
     page.click("talk-connect")
     page.wait("moshiPage.talk.stats.samplesReceived >= 1920", 30, "Moshi's audio over wss",
               STATS)

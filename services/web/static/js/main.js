@@ -24,7 +24,10 @@ class Page {
     this.talk = new Talk(this);
     this.transcribe = new Transcribe(this);
     this.speak = new Speak(this);
-    this.panels = [this.talk, this.transcribe, this.speak];
+    // Each panel, the service of /api/info it needs, and its element id.
+    this.panels = [{ panel: this.talk, service: "chat", id: "talk" },
+                   { panel: this.transcribe, service: "asr", id: "transcribe" },
+                   { panel: this.speak, service: "tts", id: "speak" }];
     for (const tab of document.querySelectorAll("[role=tab]")) {
       tab.onclick = () => this.showTab(tab.dataset.panel);
     }
@@ -32,6 +35,15 @@ class Page {
   }
 
   token() { return byId("token").value.trim(); }
+
+  /** Whether the server has `service` ("chat", "asr", "tts"), as /api/info says (a server
+   * without /api/info: assumed). */
+  offers(service) {
+    return !this.info || !this.info.services || this.info.services.includes(service);
+  }
+
+  /** Whether a panel can start now: the server serves and has its service. */
+  available(service) { return this.serving && this.offers(service); }
 
   showTab(name) {
     for (const tab of document.querySelectorAll("[role=tab]")) {
@@ -55,7 +67,10 @@ class Page {
       serving = false;
     }
     this.serving = serving && this.state === "serving";
-    for (const panel of this.panels) panel.setEnabled(this.serving);
+    for (const { panel, service, id } of this.panels) {
+      panel.setEnabled(this.available(service));
+      byId(`${id}-missing`).hidden = this.offers(service);
+    }
     this.pollTimer = setTimeout(() => this.poll(), this.serving ? POLL_SERVING_MS : POLL_LOADING_MS);
   }
 

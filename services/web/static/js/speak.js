@@ -124,7 +124,7 @@ export class Speak {
   end(error) {
     this.socket = null;
     byId("tts-stop").disabled = true;
-    this.setEnabled(this.page.serving);
+    this.setEnabled(this.page.available("tts"));
     if (this.player) this.player.flush();  // what is left plays out
     if (this.chunks.length) {
       const total = this.chunks.reduce((n, c) => n + c.length, 0);

@@ -157,7 +157,7 @@ export class Talk {
     this.mic = this.player = this.socket = null;
     this.micLevel = 0;
     byId("talk-disconnect").disabled = true;
-    this.setEnabled(this.page.serving);
+    this.setEnabled(this.page.available("chat"));
     if (error) {
       this.stats.error = error.message;
       this.show(error.kind, this.page.explain(error), error, "talk-retry");

@@ -72,7 +72,7 @@ export class Transcribe {
 
   /** Starts transcribing `file` (a File), or the microphone when null. */
   async start(file) {
-    if (this.socket || !this.page.serving) return;
+    if (this.socket || !this.page.available("asr")) return;
     this.resetStats();
     this.lastFile = file;
     byId("asr-words").textContent = "";
@@ -202,7 +202,7 @@ export class Transcribe {
     this.finishing = false;
     this.level = 0;
     byId("asr-stop").disabled = true;
-    this.setEnabled(this.page.serving);
+    this.setEnabled(this.page.available("asr"));
     if (error) {
       this.stats.error = error.message;
       this.show(error.kind, this.page.explain(error), error, "asr-retry");
