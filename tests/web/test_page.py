@@ -360,7 +360,8 @@ def test_end_of_turn_markers_when_the_model_has_pause_heads(browser, tmp_path):
 def test_worklets_resample_when_the_browser_runs_another_rate(browser):
     """A browser that refuses a 24 kHz AudioContext gets one at its own rate: the capture
     worklet still posts 1920-sample chunks at 24 kHz, and playback still plays 24 kHz audio at
-    its pitch (a 440 Hz tone stays 440 Hz both ways)."""
+    its pitch (a 440 Hz tone stays 440 Hz both ways). Playback keeps its latency bounded: a
+    burst beyond the bound is dropped, and so is a queue that stands."""
     server = page_only_server()
     try:
         page = browser()
@@ -406,6 +407,15 @@ def test_worklets_resample_when_the_browser_runs_another_rate(browser):
               bounded.port.onmessage = (e) => { status = e.data; };
               bounded.connect(context.destination);
               bounded.port.postMessage({pcm: sine.slice()});
+              // A queue that stands (here 11000 samples, below the bound, for 0.2 s) is cut
+              // back to one frame: what it held beyond that is dropped.
+              const trimmed = new AudioWorkletNode(context, "playback", {numberOfInputs: 0,
+                numberOfOutputs: 1, outputChannelCount: [1],
+                processorOptions: {rate: 24000, trim: 0.2}});
+              let trimStatus = null;
+              trimmed.port.onmessage = (e) => { trimStatus = e.data; };
+              trimmed.connect(context.destination);
+              trimmed.port.postMessage({pcm: sine.slice(0, 11000)});
               await new Promise((r) => setTimeout(r, 900));
               const out = new Float32Array(analyser.fftSize);  // the last 0.68 s at 48 kHz
               analyser.getFloatTimeDomainData(out);
@@ -413,7 +423,8 @@ def test_worklets_resample_when_the_browser_runs_another_rate(browser):
               const captured = new Float32Array(chunks.slice(1, 6).flatMap((c) => [...c]));
               done({rate: context.sampleRate, sizes: chunks.map((c) => c.length),
                     capturedHz: crossings(captured) / (captured.length / 24000),
-                    playedHz: crossings(played) / (played.length / 48000), bounded: status});
+                    playedHz: crossings(played) / (played.length / 48000), bounded: status,
+                    trimmed: trimStatus});
             })().catch((e) => done(String(e)));
         """)
         page.click("test-resampling")
@@ -424,6 +435,9 @@ def test_worklets_resample_when_the_browser_runs_another_rate(browser):
         assert abs(result["capturedHz"] - 440) < 15, result
         assert abs(result["playedHz"] - 440) < 15, result
         assert result["bounded"]["dropped"] == 24000 - 1920, result
+        # 0.2 s played 4800 of the 11000; the 6200 left, less one frame, are dropped.
+        assert abs(result["trimmed"]["dropped"] - (11000 - 4800 - 1920)) <= 256, result
+        assert result["trimmed"]["played"] + result["trimmed"]["dropped"] == 11000, result
     finally:
         server.stop(None).wait()
 

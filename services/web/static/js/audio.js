@@ -84,10 +84,12 @@ export class Player {
     return new Player(await audioContext(), options);
   }
 
-  constructor(context, { start = FRAME_SIZE, max = 6 * FRAME_SIZE } = {}) {
+  // Defaults for a conversation: start after one frame, never more than 480 ms queued, and a
+  // queue that stood above two frames for a whole second is cut back (playback worklet).
+  constructor(context, { start = FRAME_SIZE, max = 6 * FRAME_SIZE, trim = 1 } = {}) {
     this.node = new AudioWorkletNode(context, "playback", {
       numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1],
-      processorOptions: { rate: SAMPLE_RATE, start, max },
+      processorOptions: { rate: SAMPLE_RATE, start, max, trim },
     });
     this.analyser = context.createAnalyser();
     this.analyser.fftSize = 2048;

@@ -65,7 +65,8 @@ export class Speak {
     byId("tts-stop").disabled = false;
     this.show("connecting", "connecting…");
     if (this.player) this.player.close();
-    this.player = await Player.open({ max: 0 });  // never drop: the whole text is wanted
+    // Never drop: all of the speech is wanted (it may come faster than it plays).
+    this.player = await Player.open({ max: 0, trim: 0 });
     const params = { voice: byId("tts-voice").value, format: "PcmMessagePack",
                      ...numberParams(SAMPLING) };
     this.socket = new Socket("api/tts_streaming", params, this.page.token(), {

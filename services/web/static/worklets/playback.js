@@ -6,19 +6,28 @@
 // message, short enough to keep the conversation's latency down). When the queue runs dry
 // the output is silence and playback waits for `start` samples again (an underrun, counted);
 // when more than `max` samples queue up (the network delivered a burst after a stall), the
-// oldest are dropped so latency does not grow for the rest of the call. { flush: true } says
-// no more is coming: what is queued plays even if shorter than `start`. { clear: true }
-// empties the queue. A status ({ buffered, played, underruns, dropped }, in samples at
-// 24 kHz) is posted about every 100 ms.
-// Processor options: { rate: 24000, start: 1920, max: 12000 } (0 for max: never drop).
+// oldest are dropped so latency does not grow for the rest of the call. A burst below `max`
+// would still leave a standing queue (audio then arrives as fast as it plays, so the queue
+// never drains): with `trim` seconds, when the queue never fell below `start` plus one frame
+// during that long, the excess is dropped (a jitter buffer's standing-queue rule: a queue
+// that absorbs no jitter is only latency). { flush: true } says no more is coming: what is
+// queued plays even if shorter than `start`. { clear: true } empties the queue. A status
+// ({ buffered, played, underruns, dropped }, in samples at 24 kHz) is posted about every
+// 100 ms.
+// Processor options: { rate: 24000, start: 1920, max: 12000, trim: 0 } (max 0: never drop;
+// trim 0: never trim).
 
 class PlaybackProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
-    const { rate = 24000, start = 1920, max = 12000 } = options.processorOptions || {};
+    const { rate = 24000, start = 1920, max = 12000, trim = 0 } = options.processorOptions || {};
     this.step = rate / sampleRate;  // queued samples per output sample
     this.start = start;
     this.max = max;
+    this.trimWindow = trim * sampleRate;  // output samples per look at the standing queue
+    this.slack = 1920;                    // one frame of jitter the queue may keep
+    this.sinceTrim = 0;
+    this.lowest = Infinity;               // the least buffered during the window
     this.queue = [];
     this.offset = 0;    // fractional read position inside queue[0]
     this.buffered = 0;  // samples queued, minus those read
@@ -76,6 +85,15 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     return x;
   }
 
+  trim(rendered) {
+    this.lowest = this.playing ? Math.min(this.lowest, this.buffered) : 0;
+    this.sinceTrim += rendered;
+    if (this.sinceTrim < this.trimWindow) return;
+    if (this.lowest > this.start + this.slack) this.drop(this.lowest - this.start);
+    this.sinceTrim = 0;
+    this.lowest = Infinity;
+  }
+
   process(inputs, outputs) {
     const output = outputs[0];
     const channel = output[0];
@@ -94,6 +112,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       }
     }
     for (let c = 1; c < output.length; c++) output[c].set(channel);
+    if (this.trimWindow) this.trim(channel.length);
     this.sinceStatus += channel.length;
     if (this.sinceStatus >= sampleRate / 10) {
       this.sinceStatus = 0;
