@@ -19,20 +19,18 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import msgpack
 from aiohttp import web
 
 from services.core.engine import (
-    Cancelled,
     CapacityError,
     EngineError,
     EngineFailure,
     EngineStopped,
-    IdleTimeout,
     InvalidInput,
-    Unsupported,
 )
-from services.core.grpc_stream import RETRY_DELAY_SECONDS
+from services.core.grpc_stream import RETRY_DELAY_SECONDS, STATUS_OF_ERROR
 from services.core.pcm import PcmError
 from services.core.validation import MAX_SEED
 from services.http.server import token_matches
@@ -52,20 +50,6 @@ CLOSE_TRY_AGAIN = 1013  # every slot is busy
 
 API_KEY_HEADER = "kyutai-api-key"
 API_KEY_QUERY = "auth_id"  # browsers cannot set headers on a websocket
-
-# Outcome of a call by the engine error that ended it, named as the gRPC status it maps to
-# (so websocket and gRPC requests count alike in /metrics).
-STATUS_OF_ERROR: dict[type[Exception], str] = {
-    CapacityError: "resource_exhausted",
-    IdleTimeout: "deadline_exceeded",
-    EngineStopped: "unavailable",
-    EngineFailure: "internal",
-    InvalidInput: "invalid_argument",
-    PcmError: "invalid_argument",
-    Unsupported: "unimplemented",
-    Cancelled: "cancelled",
-}
-
 
 def pack(kind: str, **fields: Any) -> bytes:
     """One ASR / TTS message: ``{"type": kind, **fields}`` in msgpack."""
@@ -136,10 +120,14 @@ def query_seed(request: web.Request) -> int | None:
 # ---- errors --------------------------------------------------------------------------------
 
 def status_of(error: BaseException | None) -> str:
-    """The outcome of a call as /metrics counts it ("ok" without an error)."""
+    """The outcome of a call as /metrics counts it: "ok", or the gRPC status its error maps
+    to in snake case ("invalid_argument", "resource_exhausted"), so that websocket and gRPC
+    calls count alike."""
     if error is None:
         return "ok"
-    return next((s for t, s in STATUS_OF_ERROR.items() if isinstance(error, t)), "internal")
+    code = next((c for t, c in STATUS_OF_ERROR.items() if isinstance(error, t)),
+                grpc.StatusCode.INTERNAL)
+    return code.name.lower()
 
 
 def close_code(error: Exception) -> int:

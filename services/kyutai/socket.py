@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from services.core.aio import AsyncSession
-from services.core.engine import EngineFailure, InvalidInput
+from services.core.engine import Cancelled, EngineFailure, InvalidInput
 from services.core.grpc_stream import CLIENT_ERRORS
 from services.core.pcm import PcmError
 from services.http.metrics import record_request
@@ -52,7 +52,7 @@ async def serve_socket(request: web.Request, endpoint: str, send_error: SendErro
     except CLIENT_ERRORS as raised:
         error = raised
     except ConnectionError:  # the client went away mid-write: nothing left to tell
-        pass
+        error = Cancelled("the client closed the socket")
     except Exception as raised:  # a bug: the client still gets an answer, the server goes on
         log.exception("%s failed", endpoint)
         error = EngineFailure(f"{endpoint} failed: {raised}")

@@ -28,7 +28,7 @@ def error_then_close(url: str, send: list, kind: str = "msgpack") -> tuple[str, 
         messages = []
         with pytest.raises(ConnectionClosed):
             while True:
-                messages.append(ws.recv(timeout=10))
+                messages.append(ws.recv(timeout=30))
         code = ws.close_code
     last = messages[-1]
     if kind == "msgpack":
