@@ -109,6 +109,9 @@ def _parse_services(value: str | None) -> list[str] | None:
 @click.option("--http-port", type=click.IntRange(0, 65535),
               help="Also serve HTTP on this port (0 picks a free one, printed): Kyutai's "
               "websocket protocols, /metrics, the web page; HTTPS with --tls-cert.")
+@click.option("--open", "open_page", is_flag=True,
+              help="With --http-port: open the web page (Talk, Transcribe, Speak) in a browser "
+              "once serving.")
 @click.option("--services", "service_list",
               help="Comma-separated subset of: " + ", ".join(ALL_SERVICES) + ". Default: "
               "every service the LM supports (all of them; a Kyutai STT checkpoint: mimi, asr, "
@@ -174,11 +177,12 @@ def _parse_services(value: str | None) -> list[str] | None:
               default=RequestLimits.max_unary_audio_seconds, show_default=True,
               help="Mimi Encode / Decode: seconds of audio in or out of one call (stream "
               "longer audio).")
-def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_checkpoint, device,
-          dtype, threads, quantize, max_sessions, idle_timeout, batch_window_ms, asr_text_delay,
-          tts_audio_delay, voices_dir, builtin_preset, mimi_address, lm_address, auth_token,
-          open_reflection, tls_cert, tls_key, config_timeout, drain_delay, grace,
-          max_text_chars, max_break_seconds, max_unary_audio_seconds) -> None:
+def serve(host, port, http_port, open_page, service_list, hf_repo, mimi_checkpoint,
+          lm_checkpoint, device, dtype, threads, quantize, max_sessions, idle_timeout,
+          batch_window_ms, asr_text_delay, tts_audio_delay, voices_dir, builtin_preset,
+          mimi_address, lm_address, auth_token, open_reflection, tls_cert, tls_key,
+          config_timeout, drain_delay, grace, max_text_chars, max_break_seconds,
+          max_unary_audio_seconds) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC, and NVIDIA
     Riva's ASR and TTS API over the same engines (health, reflection, stats:
     services.core.EngineStats/GetStats). A Moshi-architecture LM runs
@@ -188,6 +192,8 @@ def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_chec
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_cert is not None:
         _check_tls(tls_cert, tls_key)
+    if open_page and http_port is None:
+        raise click.UsageError("--open needs --http-port (the page is served there)")
     from services.core.grpc_server import ServerOptions, create_server
 
     set_threads(threads)
@@ -222,6 +228,14 @@ def serve(host, port, http_port, service_list, hf_repo, mimi_checkpoint, lm_chec
     if server.http_port is not None:
         scheme = "https" if tls_cert else "http"
         click.echo(f"http on {scheme}://{host}:{server.http_port}/", err=True)
+        # An address that listens on every interface is reached here as localhost.
+        page_host = "localhost" if host.strip("[]") in ("0.0.0.0", "::") else host
+        page_url = f"{scheme}://{page_host}:{server.http_port}/"
+        if open_page:  # now: while the models warm up the page says so, then connects
+            import webbrowser
+
+            if not webbrowser.open(page_url):
+                click.echo(f"could not start a browser: open {page_url}", err=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

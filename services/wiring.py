@@ -403,8 +403,9 @@ def http_routes(services: Sequence[GrpcService]) -> list[HttpRoutes]:
     """What the HTTP port serves over ``services`` (``serve --http-port``): adapters over the
     same services and engines as the gRPC port."""
     from services.kyutai import kyutai_routes
+    from services.web.routes import WebPage
 
-    return kyutai_routes(services)
+    return [*kyutai_routes(services), WebPage()]
 
 
 def close_all(services: Sequence[GrpcService]) -> None:

@@ -1,0 +1,1 @@
+"""The web page of ``serve --http-port``: Talk, Transcribe and Speak in the browser."""
