@@ -157,7 +157,8 @@ def sample(logits: Tensor, params: SamplingParams,
            ) -> Tensor:
     """logits [B, V] -> tokens [B] (int64). ``noise`` may be a factory, called only when some
     row samples (building hashed keys costs a few kernels per stream)."""
-    logits = logits.float()
+    if logits.dtype != torch.float32:
+        logits = logits.float()
     if not params.any_random:
         return logits.argmax(dim=-1)
     vocab = logits.shape[-1]

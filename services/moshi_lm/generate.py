@@ -262,11 +262,12 @@ class LMGenerator:
         if not cfg.dep_q or (check_known and not bool((known == UNGENERATED_TOKEN).any())):
             return known, None
         projected = self.model.depformer_inputs(ctx.temporal.hidden[:, 0])
+        unknown = known == UNGENERATED_TOKEN  # once for all codebooks: a fixed cost per step
         previous, tokens, all_logits = text, [], []
         for k in range(cfg.dep_q):
             logits = self.model.depth_step(k, projected[:, k], previous, state.depformer)
             token = sample(logits, sess.audio, partial(ctx.noise, 1 + k))
-            previous = torch.where(known[:, k] == UNGENERATED_TOKEN, token, known[:, k])
+            previous = torch.where(unknown[:, k], token, known[:, k])
             tokens.append(previous)
             all_logits.append(logits)
         logits = torch.stack(all_logits, dim=1) if return_logits else None
