@@ -90,10 +90,27 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 def rope_angles(positions: Tensor, head_dim: int, max_period: float) -> tuple[Tensor, Tensor]:
     """cos and sin [B, T, 1, 1, head_dim / 2] of the rotation at each position (float32),
     shaped to rotate q and k together in their fused [B, T, 2, H, head_dim] view."""
-    half = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
-    freqs = torch.exp(half * (-2.0 * math.log(max_period) / head_dim))
-    angles = positions.float()[..., None, None, None] * freqs
+    angles = positions.float()[..., None, None, None] * _rope_frequencies(
+        head_dim, max_period, positions.device)
     return torch.cos(angles), torch.sin(angles)
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_frequencies(head_dim: int, max_period: float, device: torch.device) -> Tensor:
+    """The rotation frequencies [head_dim / 2] (float32): constants, computed once rather than
+    at every step."""
+    with torch.inference_mode(False):  # a plain tensor: usable in and out of inference mode
+        half = torch.arange(head_dim // 2, device=device, dtype=torch.float32)
+        return torch.exp(half * (-2.0 * math.log(max_period) / head_dim))
+
+
+@functools.lru_cache(maxsize=256)
+def _step_indices(batch: int, steps: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """arange(steps) [steps] and the batch index [batch, steps] of a call: constants of the
+    call's shape, built once rather than at every step."""
+    with torch.inference_mode(False):  # plain tensors: usable in and out of inference mode
+        return (torch.arange(steps, device=device),
+                torch.arange(batch, device=device)[:, None].expand(batch, steps))
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -347,9 +364,9 @@ class Transformer(nn.Module):
     def _step(self, x: Tensor, state: TransformerState, active: Tensor | None,
               weight_index: int) -> Tensor:
         batch, steps, _ = x.shape
-        positions = state.offset[:, None] + torch.arange(steps, device=x.device)
+        step_range, batch_index = _step_indices(batch, steps, x.device)
+        positions = state.offset[:, None] + step_range
         slots = positions % state.capacity
-        batch_index = torch.arange(batch, device=x.device)[:, None].expand(batch, steps)
         if active is None:
             state.positions[batch_index, slots] = positions
             state.offset += steps
