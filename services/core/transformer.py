@@ -271,10 +271,16 @@ class KVCacheView:
 
     def write(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Stores k, v [B, T, H, D] for the active sessions; returns the whole ring [B, H, C, D]."""
-        if isinstance(self.slots, int):  # every session writes the same slots: a plain slice
-            self.keys.narrow(2, self.slots, k.shape[1]).copy_(k.transpose(1, 2))
-            self.values.narrow(2, self.slots, v.shape[1]).copy_(v.transpose(1, 2))
-            return self.keys, self.values
+        if isinstance(self.slots, int):  # every session writes the same slots
+            if not k.requires_grad:  # a plain slice
+                self.keys.narrow(2, self.slots, k.shape[1]).copy_(k.transpose(1, 2))
+                self.values.narrow(2, self.slots, v.shape[1]).copy_(v.transpose(1, 2))
+                return self.keys, self.values
+            # Under autograd, the indexed path below (its out-of-place copy) for these slots.
+            batch, steps = k.shape[:2]
+            self.batch_index = torch.arange(batch, device=k.device)[:, None].expand(-1, steps)
+            self.slots = torch.arange(self.slots, self.slots + steps,
+                                      device=k.device).expand(batch, -1)
         index = (self.batch_index, slice(None), self.slots)
         if self.active is not None:
             keep = ~self.active.view(-1, 1, 1, 1)
