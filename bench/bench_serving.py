@@ -40,6 +40,10 @@ set-up is not in them):
   client process was short of CPU (it shares the machine) or the server pushed back (a write
   waits while the server takes no input); lag counts from the ideal schedule either way.
 - threads and RSS of the server at the start of the row (idle, warmed up) and at peak.
+- ticks/s and batch: the engines' batched steps per second over the window and the sessions
+  stepped per step (frames / steps), from the server's EngineStats/GetStats at both ends of
+  the window, summed over its engines. At real time, 12.5 ticks/s is one tick per frame
+  period; more means the sessions' frames were stepped in several smaller batches.
 
 Every row stops by itself (``--seconds``, default 10), traffic stays on loopback. The machine's
 read bandwidth and GEMM peak are printed first (bench/machine.py).
@@ -68,6 +72,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.asr import asr_pb2, asr_pb2_grpc
+from services.core import stats_pb2, stats_pb2_grpc
 from services.core.common_pb2 import PCM_S16LE
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.tts import tts_pb2, tts_pb2_grpc
@@ -394,6 +399,8 @@ class Row:
     rss_peak_mib: float
     errors: int
     first_error: str | None
+    ticks_per_s: float = math.nan  # engine steps per second over the window
+    mean_batch: float = math.nan  # session frames per engine step over the window
 
 
 def kinds_of(kind: str, n: int) -> list[str]:
@@ -402,9 +409,10 @@ def kinds_of(kind: str, n: int) -> list[str]:
 
 async def _drive(address: str, kinds: list[str], seconds: float, pid: int
                  ) -> tuple[list[StreamRecord], tuple[float, float], list[ProcSample],
-                            tuple[float, float]]:
+                            tuple[float, float], tuple[float, float]]:
     """Runs the sessions; returns their records, the window, server samples (first at the
-    window start, last at its end, peaks in between) and client CPU seconds at both ends."""
+    window start, last at its end, peaks in between), client CPU seconds at both ends and
+    the engines' (ticks per second, mean batch) over the window."""
     channels = [grpc.aio.insecure_channel(address, options=[
         ("grpc.use_local_subchannel_pool", 1)])  # its own connection, not a shared one
         for _ in range(math.ceil(len(kinds) / SESSIONS_PER_CHANNEL))]
@@ -420,12 +428,27 @@ async def _drive(address: str, kinds: list[str], seconds: float, pid: int
             kind, channels[i % len(channels)], begin + FRAME_S * i / len(kinds), end,
             ClientSettings(seed=i, dialogue_delay=delay), records))
             for i, kind in enumerate(kinds)]
+        counts_start = asyncio.ensure_future(_engine_counts(channels[0], window[0]))
         samples, client = await _sample_server(pid, window)
+        start, end_counts = await counts_start, await _engine_counts(channels[0])
+        steps, frames = end_counts[0] - start[0], end_counts[1] - start[1]
+        ticks = (steps / (window[1] - window[0]), frames / steps if steps else math.nan)
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=seconds + 60)
-        return records, window, samples, client
+        return records, window, samples, client, ticks
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def _engine_counts(channel: grpc.aio.Channel, at: float | None = None
+                         ) -> tuple[int, int]:
+    """(steps, frames) of all the server's engines since it started, read at time ``at``
+    (perf_counter; None: now) from EngineStats/GetStats."""
+    if at is not None:
+        await _sleep_until(at)
+    reply = await stats_pb2_grpc.EngineStatsStub(channel).GetStats(
+        stats_pb2.GetStatsRequest(), timeout=10)
+    return sum(e.steps for e in reply.engines), sum(e.frames for e in reply.engines)
 
 
 async def _sample_server(pid: int, window: tuple[float, float]
@@ -444,16 +467,17 @@ def run_row(models: str, kind: str, n: int, seconds: float, threads: int | None,
     try:
         address = server.wait_serving()
         idle = proc_sample(server.pid)
-        records, window, samples, client = asyncio.run(
+        records, window, samples, client, ticks = asyncio.run(
             _drive(address, kinds_of(kind, n), seconds, server.pid))
     finally:
         server.stop()
-    return summarize(models, kind, n, records, window, idle, samples, client)
+    return summarize(models, kind, n, records, window, idle, samples, client, ticks)
 
 
 def summarize(models: str, kind: str, n: int, records: list[StreamRecord],
               window: tuple[float, float], idle: ProcSample, samples: list[ProcSample],
-              client: tuple[float, float]) -> Row:
+              client: tuple[float, float],
+              ticks: tuple[float, float] = (math.nan, math.nan)) -> Row:
     frames = sum(1 for r in records for t in r.done if _in(window, t))
     wall = window[1] - window[0]
     cpu = samples[-1].cpu_seconds - samples[0].cpu_seconds
@@ -470,14 +494,16 @@ def summarize(models: str, kind: str, n: int, records: list[StreamRecord],
         1000 * max((b for _, b in slopes), default=math.nan),
         1000 * float(np.percentile(slips, 99)) if slips else math.nan,
         idle.threads, max(s.threads for s in [idle, *samples]), idle.rss_mib,
-        max(s.rss_mib for s in [idle, *samples]), len(errors), errors[0] if errors else None)
+        max(s.rss_mib for s in [idle, *samples]), len(errors), errors[0] if errors else None,
+        *ticks)
 
 
 # ---- the table ---------------------------------------------------------------------------------
 
 HEADER = (f"{'models':<6} {'kind':<8} {'N':>4} {'frames':>7} {'CPU us/fr':>9} {'srv cores':>9}"
           f" {'p50 ms':>7} {'p99 ms':>7} {'lag ms/s':>8} {'behind ms':>9} {'slip ms':>7}"
-          f" {'threads':>9} {'RSS MiB':>11} {'cli cores':>9} {'err':>3}")
+          f" {'threads':>9} {'RSS MiB':>11} {'cli cores':>9} {'ticks/s':>7} {'batch':>5}"
+          f" {'err':>3}")
 
 
 def format_row(r: Row) -> str:
@@ -486,7 +512,7 @@ def format_row(r: Row) -> str:
             f" {r.behind_ms:>9.0f} {r.slip_p99_ms:>7.1f}"
             f" {f'{r.threads_start}/{r.threads_peak}':>9}"
             f" {f'{r.rss_start_mib:.0f}/{r.rss_peak_mib:.0f}':>11} {r.client_cores:>9.2f}"
-            f" {r.errors:>3}")
+            f" {r.ticks_per_s:>7.1f} {r.mean_batch:>5.1f} {r.errors:>3}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -282,7 +282,7 @@ class SpeechStepper:
         # k'-code frame, so one call serves sessions asking for different counts.
         k = max(modes[i].encode_codebooks for i in rows)
         codes = self.codec.encode_step(self._pcm[:n], _first(self.encoder_state, n, self.num_slots),
-                                       self._rows_mask(self._mask, index)[:n],
+                                       self._active(self._mask, index, n),
                                        num_codebooks=k)[:, :, 0]
         if codec_only := [slots[i] for i in rows if modes[i].route is Route.NONE]:
             out["codes"] = codes[codec_only]
@@ -345,7 +345,7 @@ class SpeechStepper:
         its text token. Returns the step's device tensors over the first n rows."""
         lm, n = self.lm, max(index) + 1
         state = _first(self.state, n, self.lm_rows)
-        active = self._rows_mask(self._lm_mask, index)[:n]
+        active = self._active(self._lm_mask, index, n)
         ctx = lm.begin(state, self._user[:n], None if forced is None else forced[:n], active)
         logits = ctx.temporal.text_logits[:, 0]
         if any(modes[i].padding_bonus for i in hooked):
@@ -424,6 +424,16 @@ class SpeechStepper:
             host[k] = flat[at:at + size].reshape(out[k].shape)
             at += size
         return host
+
+    @classmethod
+    def _active(cls, mask: Tensor, rows: Sequence[int], n: int) -> Tensor | None:
+        """The ``active`` mask [n] of a stage stepping ``rows`` (distinct slots below n), or
+        None when they are all of the first n rows: a full batch, the usual case under load.
+        Both give the same results; None spares the stage its per-row selects (keeping the
+        idle rows' states and caches), a fixed cost of every layer at every tick."""
+        if len(rows) == n:
+            return None
+        return cls._rows_mask(mask, rows)[:n]
 
     @staticmethod
     def _rows_mask(mask: Tensor, rows: Sequence[int]) -> Tensor:

@@ -12,6 +12,7 @@ chunk by chunk, so the two modes agree exactly and memory stays bounded on long 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -61,9 +62,12 @@ class RMSNorm(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, 1, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (y * self.alpha.float()).to(x.dtype)
+        # The conversions are skipped when they would return their input (float32): each is
+        # still a dispatched call, and norms run several times per layer step.
+        x32 = x if x.dtype == torch.float32 else x.float()
+        alpha = self.alpha if self.alpha.dtype == torch.float32 else self.alpha.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps) * alpha
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 class LayerScale(nn.Module):
@@ -86,10 +90,27 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 def rope_angles(positions: Tensor, head_dim: int, max_period: float) -> tuple[Tensor, Tensor]:
     """cos and sin [B, T, 1, 1, head_dim / 2] of the rotation at each position (float32),
     shaped to rotate q and k together in their fused [B, T, 2, H, head_dim] view."""
-    half = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
-    freqs = torch.exp(half * (-2.0 * math.log(max_period) / head_dim))
-    angles = positions.float()[..., None, None, None] * freqs
+    angles = positions.float()[..., None, None, None] * _rope_frequencies(
+        head_dim, max_period, positions.device)
     return torch.cos(angles), torch.sin(angles)
+
+
+@functools.lru_cache(maxsize=64)
+def _rope_frequencies(head_dim: int, max_period: float, device: torch.device) -> Tensor:
+    """The rotation frequencies [head_dim / 2] (float32): constants, computed once rather than
+    at every step."""
+    with torch.inference_mode(False):  # a plain tensor: usable in and out of inference mode
+        half = torch.arange(head_dim // 2, device=device, dtype=torch.float32)
+        return torch.exp(half * (-2.0 * math.log(max_period) / head_dim))
+
+
+@functools.lru_cache(maxsize=256)
+def _step_indices(batch: int, steps: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """arange(steps) [steps] and the batch index [batch, steps] of a call: constants of the
+    call's shape, built once rather than at every step."""
+    with torch.inference_mode(False):  # plain tensors: usable in and out of inference mode
+        return (torch.arange(steps, device=device),
+                torch.arange(batch, device=device)[:, None].expand(batch, steps))
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -240,8 +261,8 @@ class TransformerState(StreamingState):
 class KVCacheView:
     """One layer's slice of the ring for one call: where to write, and the attention mask."""
 
-    def __init__(self, keys: Tensor, values: Tensor, batch_index: Tensor, slots: Tensor,
-                 mask: Tensor, active: Tensor | None,
+    def __init__(self, keys: Tensor, values: Tensor, batch_index: Tensor | None,
+                 slots: Tensor | int, mask: Tensor, active: Tensor | None,
                  cross: tuple[Tensor, Tensor] | None = None):
         self.keys, self.values = keys, values
         self.batch_index, self.slots = batch_index, slots
@@ -250,6 +271,16 @@ class KVCacheView:
 
     def write(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Stores k, v [B, T, H, D] for the active sessions; returns the whole ring [B, H, C, D]."""
+        if isinstance(self.slots, int):  # every session writes the same slots
+            if not k.requires_grad:  # a plain slice
+                self.keys.narrow(2, self.slots, k.shape[1]).copy_(k.transpose(1, 2))
+                self.values.narrow(2, self.slots, v.shape[1]).copy_(v.transpose(1, 2))
+                return self.keys, self.values
+            # Under autograd, the indexed path below (its out-of-place copy) for these slots.
+            batch, steps = k.shape[:2]
+            self.batch_index = torch.arange(batch, device=k.device)[:, None].expand(-1, steps)
+            self.slots = torch.arange(self.slots, self.slots + steps,
+                                      device=k.device).expand(batch, -1)
         index = (self.batch_index, slice(None), self.slots)
         if self.active is not None:
             keep = ~self.active.view(-1, 1, 1, 1)
@@ -339,9 +370,9 @@ class Transformer(nn.Module):
     def _step(self, x: Tensor, state: TransformerState, active: Tensor | None,
               weight_index: int) -> Tensor:
         batch, steps, _ = x.shape
-        positions = state.offset[:, None] + torch.arange(steps, device=x.device)
+        step_range, batch_index = _step_indices(batch, steps, x.device)
+        positions = state.offset[:, None] + step_range
         slots = positions % state.capacity
-        batch_index = torch.arange(batch, device=x.device)[:, None].expand(batch, steps)
         if active is None:
             state.positions[batch_index, slots] = positions
             state.offset += steps
@@ -353,6 +384,29 @@ class Transformer(nn.Module):
         rope = None
         if self.cfg.positional_embedding == "rope":
             rope = rope_angles(positions, self.cfg.head_dim, self.cfg.max_period)
+        return self._layers(x, state, batch_index, slots, mask, active, rope, weight_index)
+
+    def fresh_context_step(self, x: Tensor, state: TransformerState, step: int,
+                           weight_index: int = 0) -> Tensor:
+        """Step ``step`` of a context that every session restarts at 0 (step 0 rewinds the
+        state): the depth transformer, whose every frame is a fresh dep_q-step sequence.
+        x [B, 1, d_model], all sessions active; the result equals ``forward``'s.
+
+        Why a second entry point: the depformer runs dep_q times per tick, and there the slot
+        written, the attention mask (keys 0..step) and the rotation depend on ``step`` only,
+        the same for every session. They are built once per step (``_fresh_context``) instead
+        of from per-session positions at every call, a fixed cost of every tick."""
+        if step == 0:
+            state.positions.fill_(-1)
+            state.offset.zero_()
+        state.positions[:, step] = step
+        state.offset += 1
+        mask, rope = _fresh_context(step, state.capacity, x.device, self.cfg)
+        return self._layers(x, state, None, step, mask, None, rope, weight_index)
+
+    def _layers(self, x: Tensor, state: TransformerState, batch_index: Tensor | None,
+                slots: Tensor | int, mask: Tensor, active: Tensor | None,
+                rope: tuple[Tensor, Tensor] | None, weight_index: int) -> Tensor:
         for i, layer in enumerate(self.layers):
             cross = None
             if state.cross_keys is not None:
@@ -373,3 +427,18 @@ class Transformer(nn.Module):
             # Inactive sessions' outputs are discarded; an all-open mask keeps them finite.
             mask |= ~_broadcast_mask(active, mask)
         return mask[:, None]
+
+
+@functools.lru_cache(maxsize=256)
+def _fresh_context(step: int, capacity: int, device: torch.device, cfg: TransformerConfig
+                   ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """The attention mask [1, 1, 1, capacity] (keys at slots 0..step, the ones written since
+    the context restarted) and the rotation of position ``step`` (None without RoPE), both
+    broadcasting over the sessions: see ``Transformer.fresh_context_step``."""
+    with torch.inference_mode(False):  # plain tensors: usable in and out of inference mode
+        mask = (torch.arange(capacity, device=device) <= step).view(1, 1, 1, capacity)
+        rope = None
+        if cfg.positional_embedding == "rope":
+            position = torch.full((1, 1), step, device=device)
+            rope = rope_angles(position, cfg.head_dim, cfg.max_period)
+    return mask, rope

@@ -77,9 +77,10 @@ class ResidualVectorQuantization(nn.Module):
     def encode(self, x: Tensor, n: int) -> Tensor:
         """x [B, T, dim] -> codes [B, n, T]: each level quantizes what the previous left."""
         codes = []
-        for layer in self.layers[:n]:
+        for i, layer in enumerate(self.layers[:n]):
             index = layer._codebook.encode(x)
-            x = x - layer._codebook.decode(index)
+            if i + 1 < n:  # the last level's residual is not used
+                x = x - layer._codebook.decode(index)
             codes.append(index)
         return torch.stack(codes, dim=1)
 

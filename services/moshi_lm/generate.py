@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from services.core.constants import UNGENERATED_TOKEN
-from services.core.sampling import HashedNoise, SamplingParams, sample, session_keys
+from services.core.sampling import HashedNoise, SamplingParams, sample, seed_keys, step_keys
 from services.core.streaming import StreamingState
 from services.core.transformer import TransformerState
 from services.moshi_lm.model import LMModel, TemporalOutput
@@ -72,6 +72,7 @@ class SessionSettings:
     delays: Tensor  # [B, 1 + n_q]
     max_delay: Tensor  # [B]
     seed: Tensor  # [B] int64
+    seed_key: Tensor  # [B] int64: ``seed_keys(seed)``, the constant part of the noise keys
     text: SamplingParams
     audio: SamplingParams
 
@@ -101,16 +102,15 @@ class StepContext:
     offset: Tensor  # [B] the sessions' step index t
     active: Tensor | None
     forced_any: bool  # some generated token of this frame may already be known
-    seeds: Tensor  # [B]
+    seed_keys: Tensor  # [B] the sessions' ``seed_keys``
     num_streams: int  # generated streams
     keys: Tensor | None = None  # [B, num_streams] noise keys, built on first use
 
     def noise(self, stream: int) -> HashedNoise:
         """The sessions' noise for one generated stream at their own step: draws that do not
-        depend on the rest of the batch."""
+        depend on the rest of the batch (``session_keys`` of their seeds and steps)."""
         if self.keys is None:
-            streams = torch.arange(self.num_streams, device=self.seeds.device)
-            self.keys = session_keys(self.seeds[:, None], self.offset[:, None], streams)
+            self.keys = step_keys(self.seed_keys, self.offset, self.num_streams)
         return HashedNoise(self.keys[:, stream])
 
 
@@ -151,6 +151,7 @@ class LMGenerator:
             delays=torch.zeros(batch_size, cfg.num_streams, dtype=torch.long, device=device),
             max_delay=torch.zeros(batch_size, dtype=torch.long, device=device),
             seed=torch.zeros(batch_size, dtype=torch.long, device=device),
+            seed_key=torch.zeros(batch_size, dtype=torch.long, device=device),
             text=SamplingParams.create(batch_size, device=device),
             audio=SamplingParams.create(batch_size, device=device))
         state = LMState(
@@ -184,6 +185,7 @@ class LMGenerator:
         sess.delays[rows] = torch.tensor(delays, device=self.device)
         sess.max_delay[rows] = max(delays)
         sess.seed[rows] = settings.seed
+        sess.seed_key[rows] = seed_keys(torch.tensor(settings.seed, device=self.device))
         sess.text.set(sessions, settings.text_temperature, settings.text_top_k)
         sess.audio.set(sessions, settings.audio_temperature, settings.audio_top_k)
 
@@ -225,7 +227,7 @@ class LMGenerator:
         tokens = torch.where(offset[:, None] <= sess.delays, self.initial, stored)
         temporal = self.model.temporal(self.model.embed(tokens[:, None]), state.transformer,
                                        active)
-        return StepContext(temporal, offset, active, forced is not None, sess.seed,
+        return StepContext(temporal, offset, active, forced is not None, sess.seed_key,
                            cfg.num_generated)
 
     @torch.inference_mode()
@@ -260,11 +262,12 @@ class LMGenerator:
         if not cfg.dep_q or (check_known and not bool((known == UNGENERATED_TOKEN).any())):
             return known, None
         projected = self.model.depformer_inputs(ctx.temporal.hidden[:, 0])
+        unknown = known == UNGENERATED_TOKEN  # once for all codebooks: a fixed cost per step
         previous, tokens, all_logits = text, [], []
         for k in range(cfg.dep_q):
             logits = self.model.depth_step(k, projected[:, k], previous, state.depformer)
             token = sample(logits, sess.audio, partial(ctx.noise, 1 + k))
-            previous = torch.where(known[:, k] == UNGENERATED_TOKEN, token, known[:, k])
+            previous = torch.where(unknown[:, k], token, known[:, k])
             tokens.append(previous)
             all_logits.append(logits)
         logits = torch.stack(all_logits, dim=1) if return_logits else None

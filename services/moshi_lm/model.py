@@ -206,14 +206,14 @@ class LMModel(nn.Module):
         row k), previous [B] the token before it (the text token at k = 0, else audio
         codebook k-1) -> logits [B, card] of audio codebook k (float32)."""
         if k == 0:
-            # A fresh depformer context for every frame: rewind positions, no reallocation.
-            state.positions.fill_(-1)
-            state.offset.zero_()
             x = projected + self.depformer_text_emb(previous)
         else:
             x = projected + self.depformer_emb[k - 1](previous)
-        out = self.depformer(x[:, None], state, weight_index=self.cfg.depformer_weight_index[k])
-        return self.linears[k](out[:, 0]).float()
+        # A fresh depformer context for every frame (rewound at k = 0, no reallocation).
+        out = self.depformer.fresh_context_step(x[:, None], state, k,
+                                                weight_index=self.cfg.depformer_weight_index[k])
+        logits = self.linears[k](out[:, 0])
+        return logits if logits.dtype == torch.float32 else logits.float()
 
     # ---- whole sequences --------------------------------------------------------------------
 

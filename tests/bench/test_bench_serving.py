@@ -32,6 +32,8 @@ def test_one_dialogue_row_on_the_null_model():
     assert row.cpu_us_per_frame > 0
     assert row.threads_start >= 2 and row.threads_peak >= row.threads_start
     assert row.rss_peak_mib >= row.rss_start_mib > 10
+    # The engine stepped the one session about once per frame period (12.5 per second).
+    assert 1 <= row.ticks_per_s < 100 and row.mean_batch == pytest.approx(1.0)
     assert format_row(row).startswith("null   dialogue    1")
 
 

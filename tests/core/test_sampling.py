@@ -7,7 +7,9 @@ from services.core.sampling import (
     SamplingParams,
     hash32,
     sample,
+    seed_keys,
     session_keys,
+    step_keys,
 )
 
 
@@ -83,3 +85,16 @@ def test_hash_stays_in_32_bits():
     x = torch.tensor([0, 1, 2**32 - 1, 123456789])
     h = hash32(x)
     assert h.min() >= 0 and h.max() < 2**32 and len(set(h.tolist())) == 4
+
+
+def test_precomputed_hashes_draw_the_same_noise():
+    """The cached per-index hashes and per-session seed keys are a faster route to the same
+    keys and draws, bit for bit."""
+    seeds = torch.tensor([0, 7, 2**40 + 3, 2**62])
+    steps = torch.tensor([0, 5, 123456, 9])
+    streams = torch.arange(17)
+    assert torch.equal(step_keys(seed_keys(seeds), steps, 17),
+                       session_keys(seeds[:, None], steps[:, None], streams))
+    noise = keyed(seeds, step=3)
+    indices = torch.randint(0, 2048, (4, 250))
+    assert torch.equal(noise(indices, 2048), noise(indices))

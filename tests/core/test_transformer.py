@@ -158,3 +158,33 @@ def test_cross_attention_streaming_equals_batch_per_session():
     assert not hasattr(without_source.layers[0], "norm_cross")
     with pytest.raises(ValueError, match="source"):
         model(x)
+
+
+@pytest.mark.parametrize("cfg", [dataclasses.replace(LM_LIKE, context=None, weights_per_step=3),
+                                 dataclasses.replace(CODEC_LIKE, context=None)])
+def test_fresh_context_steps_equal_forward_on_a_rewound_state(cfg):
+    """The depformer's entry point (step k of a context restarted at 0) gives forward's
+    outputs and gradients exactly, frame after frame on one reused state."""
+    model = Transformer(cfg)
+    steps = 3
+    state = model.init_state(4, capacity=steps)
+    fresh = model.init_state(4, capacity=steps)
+    for _ in range(2):  # two frames on the same states: the rewind at step 0 is what resets
+        x = torch.randn(4, steps, cfg.d_model, requires_grad=True)
+        fresh.positions.fill_(-1)
+        fresh.offset.zero_()
+        expected = torch.cat([model(x[:, k:k + 1], fresh, weight_index=k % cfg.weight_sets)
+                              for k in range(steps)], dim=1)
+        got = torch.cat([model.fresh_context_step(x[:, k:k + 1], state, k, k % cfg.weight_sets)
+                         for k in range(steps)], dim=1)
+        assert torch.equal(got, expected)
+        assert torch.equal(state.positions, fresh.positions)
+        assert torch.equal(state.offset, fresh.offset)
+        grad_expected, = torch.autograd.grad(expected.square().sum(), x)
+        grad_got, = torch.autograd.grad(got.square().sum(), x)
+        assert torch.equal(grad_got, grad_expected)
+        with torch.inference_mode():
+            plain = torch.cat([model.fresh_context_step(x[:, k:k + 1], state, k,
+                                                        k % cfg.weight_sets)
+                               for k in range(steps)], dim=1)
+        assert torch.equal(plain, expected.detach())
