@@ -4,6 +4,7 @@ sends it for /metrics)."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 
@@ -60,15 +61,22 @@ def test_serve_speaks_kyutai_and_prometheus_on_its_http_port():
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://{base}/metrics", timeout=10)
         assert refused.value.code == 401
-        families = scrape(base)
-        counted = {(s.labels["protocol"], s.labels["method"], s.labels["status"]): s.value
-                   for s in families["moshi_requests"].samples
-                   if s.name == "moshi_requests_total"}
+        # The client may see its status a moment before the server's handler has finished
+        # (and counted it): scrape until the refused gRPC call is there, a few seconds at most.
+        refused_call = ("grpc", "/services.core.EngineStats/GetStats", "unauthenticated")
+        deadline = time.monotonic() + 10
+        while True:
+            families = scrape(base)
+            counted = {(s.labels["protocol"], s.labels["method"], s.labels["status"]): s.value
+                       for s in families["moshi_requests"].samples
+                       if s.name == "moshi_requests_total"}
+            if refused_call in counted or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert {k: v for k, v in counted.items() if k[0] == "kyutai"} == {
             ("kyutai", "/api/asr-streaming", "ok"): 1, ("kyutai", "/api/tts_streaming", "ok"): 1,
             ("kyutai", "/api/chat", "ok"): 1, ("kyutai", "/api/chat", "unauthenticated"): 1}
-        assert counted.get(("grpc", "/services.core.EngineStats/GetStats",
-                            "unauthenticated")) == 1, counted
+        assert counted.get(refused_call) == 1, counted
         assert "moshi_engine_step_seconds" in families
     finally:
         process.terminate()
