@@ -9,7 +9,7 @@
 // oldest are dropped so latency does not grow for the rest of the call. A burst below `max`
 // would still leave a standing queue (audio then arrives as fast as it plays, so the queue
 // never drains): with `trim` seconds, when the queue never fell below `start` plus one frame
-// during that long, the excess is dropped (a jitter buffer's standing-queue rule: a queue
+// during that long of playing, the excess is dropped (a jitter buffer's standing-queue rule: a queue
 // that absorbs no jitter is only latency). { flush: true } says no more is coming: what is
 // queued plays even if shorter than `start`. { clear: true } empties the queue. A status
 // ({ buffered, played, underruns, dropped }, in samples at 24 kHz) is posted about every
@@ -86,7 +86,14 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   }
 
   trim(rendered) {
-    this.lowest = this.playing ? Math.min(this.lowest, this.buffered) : 0;
+    // The window counts playing time only: a queue that is not playing (not started yet, or
+    // just run dry) stands for nothing, and a late first message must not shorten the window.
+    if (!this.playing) {
+      this.sinceTrim = 0;
+      this.lowest = Infinity;
+      return;
+    }
+    this.lowest = Math.min(this.lowest, this.buffered);
     this.sinceTrim += rendered;
     if (this.sinceTrim < this.trimWindow) return;
     if (this.lowest > this.start + this.slack) this.drop(this.lowest - this.start);
