@@ -218,10 +218,10 @@ class Session:
     def try_receive(self) -> tuple[bool, Any]:
         """(True, the next output) if there is one, else (False, None); raises as
         ``receive`` does once the stream is over."""
-        try:
-            return True, self.receive(timeout=0)
-        except TimeoutError:
-            return False, None
+        with self._cond:
+            if not (self._outbox or self.closed or self._ended):
+                return False, None
+            return True, self._pop_locked()
 
     def receive(self, timeout: float | None = None) -> Any:
         """The next output, in order. Raises EndOfStream after the last one (when ended, or
@@ -232,17 +232,21 @@ class Session:
                 lambda: self._outbox or self.closed or self._ended, timeout)
             if not done:
                 raise TimeoutError("no output in time")
-            if self._outbox:
-                was_full = len(self._outbox) >= self._max_queue
-                self.last_activity = time.monotonic()
-                item = self._outbox.popleft()
-            elif self.closed and self.error is not None:
+            return self._pop_locked()
+
+    def _pop_locked(self) -> Any:
+        """The next output once there is one or the stream is over (the caller holds the
+        lock; see ``receive``)."""
+        if not self._outbox:
+            if self.closed and self.error is not None:
                 raise self.error
-            else:
-                raise EndOfStream
-        if was_full:
-            self.engine.wake()  # the engine skipped this session while its outbox was full
-        return item
+            raise EndOfStream
+        if len(self._outbox) >= self._max_queue:
+            # The engine skipped this session while its outbox was full (Event.set takes
+            # no session lock, so calling it under ours cannot dead-lock).
+            self.engine.wake()
+        self.last_activity = time.monotonic()
+        return self._outbox.popleft()
 
     def __iter__(self) -> Iterator[Any]:
         while True:
