@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-import numpy as np
-
+from services.core.audio import to_mono
 from services.core.common_pb2 import PCM_F32LE, PCM_S16LE
 from services.core.engine import InvalidInput
+from services.core.pcm import decode_pcm, encode_pcm, sample_bytes
 from services.riva import riva_audio_pb2
 
 # What a Riva client means by raw audio without a rate: LiveKit and Pipecat send 16 kHz.
@@ -32,7 +32,7 @@ class AudioFormat:
 
     @property
     def frame_bytes(self) -> int:
-        return (2 if self.encoding == PCM_S16LE else 4) * self.channels
+        return sample_bytes(self.encoding) * self.channels
 
 
 def config_format(encoding: int, sample_rate: int, channels: int) -> AudioFormat:
@@ -110,8 +110,5 @@ class Downmix:
         data = self._rest + data
         whole = len(data) // self.fmt.frame_bytes * self.fmt.frame_bytes
         data, self._rest = data[:whole], data[whole:]
-        dtype = "<i2" if self.fmt.encoding == PCM_S16LE else "<f4"
-        samples = np.frombuffer(data, dtype).astype(np.float32)
-        if self.fmt.encoding == PCM_S16LE:
-            samples /= 32768.0
-        return samples.reshape(-1, self.fmt.channels).mean(axis=1).astype("<f4").tobytes()
+        samples = decode_pcm(data, self.fmt.encoding).reshape(-1, self.fmt.channels)
+        return encode_pcm(to_mono(samples), PCM_F32LE)
