@@ -24,6 +24,7 @@ inference only: their state_dict no longer holds plain tensors.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -136,7 +137,18 @@ class PackedWeight(_OpaqueWeight):
 
 def can_pack(dtype: torch.dtype, device: torch.device) -> bool:
     return (dtype == torch.bfloat16 and device.type == "cpu"
-            and torch.backends.mkldnn.is_available())
+            and torch.backends.mkldnn.is_available() and _cpu_packs_bf16())
+
+
+@functools.cache
+def _cpu_packs_bf16() -> bool:
+    """Whether oneDNN packs bf16 weights on this CPU: it needs AVX-512 (bw, vl, dq) or
+    AVX-NE-CONVERT, and says so only by failing; an AVX2-only CPU keeps plain weights."""
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 1)
+    except RuntimeError:
+        return False
+    return True
 
 
 def quantize_int8(module: nn.Module, mode: str = "int8",

@@ -196,8 +196,10 @@ def test_tokenizer_display_convention():
 
 
 def test_packed_bf16_weights_are_bit_identical():
+    """Packed where oneDNN packs bf16 on this CPU (AVX-512), plain weights elsewhere (AVX2):
+    the same results either way."""
     from services.moshi_lm.loader import prepare_for_inference
-    from services.moshi_lm.quantize import PackedWeight
+    from services.moshi_lm.quantize import PackedWeight, _cpu_packs_bf16
 
     outputs, packed = [], []
     for pack in (False, True):
@@ -208,7 +210,7 @@ def test_packed_bf16_weights_are_bit_identical():
         state = generator.init_state(2, SamplingSettings(seed=4))
         codes = torch.arange(16).view(2, 8) * 3
         outputs.append([generator.step(state, codes, return_logits=True) for _ in range(5)])
-    assert packed[0] == 0 and packed[1] > 0
+    assert packed[0] == 0 and (packed[1] > 0) == _cpu_packs_bf16()
     for a, b in zip(*outputs, strict=True):
         assert torch.equal(a.text_logits, b.text_logits) and torch.equal(a.frame, b.frame)
 
