@@ -9,15 +9,19 @@ while N clients stream at real time.
 read from what ``serve`` prints, readiness from gRPC health), with ``--max-sessions N`` and
 the built-in models ``--builtin null`` (steps that cost next to nothing, so what is left is
 the serving: gRPC, queues, threads, conversions, the engine's bookkeeping) or ``tiny`` (the
-default stand-in models). Its CPU time is read from ``/proc/PID/stat`` (utime + stime), its
-thread count and resident memory from ``/proc/PID/status``, so only the server process is
-counted, never the clients.
+default stand-in models). ``--models floor`` rows run bench/transport_floor.py instead: the
+ASR protocol answered with no engine behind it, the same messages each way, so its CPU per
+session-frame is what grpc.aio and the event loop alone cost for this traffic (the floor
+under the serving overhead, measured in the same run). Its CPU time is read from
+``/proc/PID/stat`` (utime + stime), its thread count and resident memory from
+``/proc/PID/status``, so only the server process is counted, never the clients.
 
 **Clients.** N sessions in this process on ``grpc.aio`` (one event loop, a few channels),
 each paced at real time: one 80 ms frame of audio is sent when it would have been recorded,
 session starts spread over one frame. They use nothing but the protos:
-- ``asr``: SpeechRecognition/StreamingRecognize; each frame is followed by a marker; the
-  frame's latency is the marker's round trip (sent -> acknowledged).
+- ``asr``: SpeechRecognition/StreamingRecognize; each frame is followed by a marker (every
+  K-th frame with ``--marker-every K``: a client that only streams audio sends one message
+  per frame, not two); the latency is the marker's round trip (sent -> acknowledged).
 - ``dialogue``: Dialogue/Converse; latency of Moshi's frame j = its arrival - the time the
   user frame j + model_delay_frames (the last one it depends on) was sent.
 - ``tts``: SpeechSynthesis/StreamingSynthesize with a long text; the client reads like a
@@ -30,7 +34,9 @@ A stream that ends before the row does (a TTS text spoken to its end) is replace
 **Figures** (over a window that skips the first WARMUP_FRACTION of the row, so session
 set-up is not in them):
 - CPU us / frame: server CPU time over the window / session-frames completed in it (an ASR
-  frame acknowledged, a dialogue frame received, 80 ms of TTS audio received).
+  frame acknowledged, a dialogue frame received, 80 ms of TTS audio received); "engine":
+  the part of it spent on the engine threads (the ticks; the rest is gRPC and the event loop),
+  told apart by the threads' OS names.
 - p50 / p99 frame latency (ms), as defined per kind above.
 - lag growth (ms/s): each stream's lag = wall time since it started - audio the server has
   handled for it (acknowledged, answered or received); the least-squares slope of lag over the
@@ -99,6 +105,7 @@ class ProcSample:
     cpu_seconds: float  # utime + stime of the whole process
     threads: int
     rss_mib: float
+    engine_cpu_seconds: float = 0.0  # of its engine threads (named "engine-...") alone
 
 
 def proc_sample(pid: int) -> ProcSample:
@@ -108,7 +115,23 @@ def proc_sample(pid: int) -> ProcSample:
     status = dict(line.split(":", 1) for line in
                   Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return ProcSample((utime + stime) / CLK_TCK, int(status["Threads"]),
-                      int(status["VmRSS"].split()[0]) / 1024)
+                      int(status["VmRSS"].split()[0]) / 1024, engine_cpu_seconds(pid))
+
+
+def engine_cpu_seconds(pid: int) -> float:
+    """CPU time of the process's engine threads (the tick), from /proc/PID/task/*/stat; the
+    rest of the process is the serving around it (gRPC, the event loop)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        if name.startswith("engine-"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 class Server:
@@ -116,13 +139,17 @@ class Server:
 
     def __init__(self, models: str, max_sessions: int, threads: int | None,
                  extra_args: Sequence[str] = ()):
-        args = ["serve", "--host", "127.0.0.1", "--port", "0", "--max-sessions",
-                str(max_sessions), "--builtin", models, "--grace", "0.5", *extra_args]
-        if threads:
-            args += ["--threads", str(threads)]
+        if models == "floor":  # the protocol with no engine: bench/transport_floor.py
+            command = ["-m", "bench.transport_floor", "--port", "0"]
+        else:
+            command = ["-c", "from cli.main import main; main()", "serve", "--host",
+                       "127.0.0.1", "--port", "0", "--max-sessions", str(max_sessions),
+                       "--builtin", models, "--grace", "0.5", *extra_args]
+            if threads:
+                command += ["--threads", str(threads)]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from cli.main import main; main()", *args], cwd=ROOT,
+            [sys.executable, *command], cwd=ROOT,
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
@@ -216,6 +243,7 @@ class ClientSettings:
 
     seed: int
     dialogue_delay: int  # DialogueInfo.model_delay_frames
+    marker_every: int = 1  # ASR: a marker after every this many frames
 
 
 def _audio_frames(seed: int, frames: int = 50) -> list[bytes]:
@@ -257,15 +285,18 @@ async def asr_stream(channel: grpc.aio.Channel, record: StreamRecord, end: float
     await call.write(asr_pb2.StreamingRecognizeRequest(config=config))
     sent: dict[int, float] = {}
 
+    every = settings.marker_every
+
     async def send(k: int, frame: bytes) -> None:
         await call.write(asr_pb2.StreamingRecognizeRequest(audio=frame))
-        await call.write(asr_pb2.StreamingRecognizeRequest(marker=asr_pb2.Marker(id=k)))
+        if (k + 1) % every == 0:
+            await call.write(asr_pb2.StreamingRecognizeRequest(marker=asr_pb2.Marker(id=k)))
 
     async def receive() -> None:
         async for response in call:
             if response.WhichOneof("event") == "marker":
                 k, now = response.marker.id, time.perf_counter()
-                record.frames_done(now)
+                record.frames_done(now, every)  # the frames since the previous marker
                 record.latency.append((now, now - sent[k]))
                 record.progress.append((now, (k + 1) * FRAME_S))
 
@@ -401,13 +432,15 @@ class Row:
     first_error: str | None
     ticks_per_s: float = math.nan  # engine steps per second over the window
     mean_batch: float = math.nan  # session frames per engine step over the window
+    engine_us_per_frame: float = math.nan  # the engine threads' share of cpu_us_per_frame
 
 
 def kinds_of(kind: str, n: int) -> list[str]:
     return [KINDS[i % 3] for i in range(n)] if kind == "mix" else [kind] * n
 
 
-async def _drive(address: str, kinds: list[str], seconds: float, pid: int
+async def _drive(address: str, kinds: list[str], seconds: float, pid: int,
+                 marker_every: int = 1
                  ) -> tuple[list[StreamRecord], tuple[float, float], list[ProcSample],
                             tuple[float, float], tuple[float, float]]:
     """Runs the sessions; returns their records, the window, server samples (first at the
@@ -426,7 +459,7 @@ async def _drive(address: str, kinds: list[str], seconds: float, pid: int
         records: list[StreamRecord] = []
         tasks = [asyncio.ensure_future(session(
             kind, channels[i % len(channels)], begin + FRAME_S * i / len(kinds), end,
-            ClientSettings(seed=i, dialogue_delay=delay), records))
+            ClientSettings(seed=i, dialogue_delay=delay, marker_every=marker_every), records))
             for i, kind in enumerate(kinds)]
         counts_start = asyncio.ensure_future(_engine_counts(channels[0], window[0]))
         samples, client = await _sample_server(pid, window)
@@ -462,13 +495,13 @@ async def _sample_server(pid: int, window: tuple[float, float]
 
 
 def run_row(models: str, kind: str, n: int, seconds: float, threads: int | None,
-            serve_args: Sequence[str] = ()) -> Row:
+            serve_args: Sequence[str] = (), marker_every: int = 1) -> Row:
     server = Server(models, n, threads, serve_args)
     try:
         address = server.wait_serving()
         idle = proc_sample(server.pid)
         records, window, samples, client, ticks = asyncio.run(
-            _drive(address, kinds_of(kind, n), seconds, server.pid))
+            _drive(address, kinds_of(kind, n), seconds, server.pid, marker_every))
     finally:
         server.stop()
     return summarize(models, kind, n, records, window, idle, samples, client, ticks)
@@ -481,6 +514,7 @@ def summarize(models: str, kind: str, n: int, records: list[StreamRecord],
     frames = sum(1 for r in records for t in r.done if _in(window, t))
     wall = window[1] - window[0]
     cpu = samples[-1].cpu_seconds - samples[0].cpu_seconds
+    engine_cpu = samples[-1].engine_cpu_seconds - samples[0].engine_cpu_seconds
     latencies = [s for r in records for t, s in r.latency if _in(window, t)]
     slopes = [s for r in records if (s := lag_slope(r, window)) is not None]
     slips = [s for r in records for s in r.slip]
@@ -495,12 +529,13 @@ def summarize(models: str, kind: str, n: int, records: list[StreamRecord],
         1000 * float(np.percentile(slips, 99)) if slips else math.nan,
         idle.threads, max(s.threads for s in [idle, *samples]), idle.rss_mib,
         max(s.rss_mib for s in [idle, *samples]), len(errors), errors[0] if errors else None,
-        *ticks)
+        *ticks, 1e6 * engine_cpu / frames if frames else math.nan)
 
 
 # ---- the table ---------------------------------------------------------------------------------
 
-HEADER = (f"{'models':<6} {'kind':<8} {'N':>4} {'frames':>7} {'CPU us/fr':>9} {'srv cores':>9}"
+HEADER = (f"{'models':<6} {'kind':<8} {'N':>4} {'frames':>7} {'CPU us/fr':>9} {'engine':>6}"
+          f" {'srv cores':>9}"
           f" {'p50 ms':>7} {'p99 ms':>7} {'lag ms/s':>8} {'behind ms':>9} {'slip ms':>7}"
           f" {'threads':>9} {'RSS MiB':>11} {'cli cores':>9} {'ticks/s':>7} {'batch':>5}"
           f" {'err':>3}")
@@ -508,7 +543,8 @@ HEADER = (f"{'models':<6} {'kind':<8} {'N':>4} {'frames':>7} {'CPU us/fr':>9} {'
 
 def format_row(r: Row) -> str:
     return (f"{r.models:<6} {r.kind:<8} {r.sessions:>4} {r.frames:>7} {r.cpu_us_per_frame:>9.0f}"
-            f" {r.server_cores:>9.2f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.lag_ms_per_s:>8.1f}"
+            f" {r.engine_us_per_frame:>6.0f} {r.server_cores:>9.2f} {r.p50_ms:>7.1f}"
+            f" {r.p99_ms:>7.1f} {r.lag_ms_per_s:>8.1f}"
             f" {r.behind_ms:>9.0f} {r.slip_p99_ms:>7.1f}"
             f" {f'{r.threads_start}/{r.threads_peak}':>9}"
             f" {f'{r.rss_start_mib:.0f}/{r.rss_peak_mib:.0f}':>11} {r.client_cores:>9.2f}"
@@ -517,12 +553,17 @@ def format_row(r: Row) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=("null", "tiny"),
-                        default=["null", "tiny"])
+    parser.add_argument("--models", nargs="+", choices=("floor", "null", "tiny"),
+                        default=["floor", "null", "tiny"],
+                        help="floor: the ASR protocol with no engine (bench/transport_floor.py:"
+                        " asr rows only)")
     parser.add_argument("-n", "--sessions", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--kinds", nargs="+", choices=(*KINDS, "mix"),
                         default=[*KINDS, "mix"])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each row")
+    parser.add_argument("--marker-every", type=int, default=1, metavar="K",
+                        help="ASR clients send a marker after every K frames (default 1: "
+                        "every frame; 12: about one latency probe a second)")
     parser.add_argument("--server-threads", type=int, default=None,
                         help="the server's torch intra-op threads (default: serve's default)")
     parser.add_argument("--serve-arg", action="append", default=[],
@@ -533,15 +574,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} cores; {measure().describe()}")
-    print(f"rows of {args.seconds:g} s, figures over the last "
+    print(f"rows of {args.seconds:g} s, ASR marker every {args.marker_every} frame(s), "
+          f"figures over the last "
           f"{1 - WARMUP_FRACTION:.0%}; threads and RSS: at start / peak\n")
     print(HEADER, flush=True)
     failures = []
     for models in args.models:
         for n in args.sessions:
-            for kind in args.kinds:
+            for kind in (["asr"] if models == "floor" else args.kinds):
                 row = run_row(models, kind, n, args.seconds, args.server_threads,
-                              args.serve_arg)
+                              args.serve_arg, args.marker_every)
                 print(format_row(row), flush=True)
                 if row.first_error:
                     failures.append(f"{models} {kind} N={n}: {row.first_error}")
