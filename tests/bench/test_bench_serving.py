@@ -35,6 +35,20 @@ def test_one_dialogue_row_on_the_null_model():
     # The engine stepped the one session about once per frame period (12.5 per second).
     assert 1 <= row.ticks_per_s < 100 and row.mean_batch == pytest.approx(1.0)
     assert format_row(row).startswith("null   dialogue    1")
+    # The engine thread (named in the OS) did part of the work, not all of it.
+    assert 0 < row.engine_us_per_frame < row.cpu_us_per_frame
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_the_transport_floor_answers_sparse_markers():
+    """--models floor: the ASR protocol with no engine; with a marker every 4 frames each
+    acknowledgement completes 4 frames."""
+    row = run_row("floor", "asr", 2, seconds=1.5, threads=None, marker_every=4)
+    assert row.errors == 0, row.first_error
+    assert row.frames >= 8 and row.frames % 4 == 0
+    assert math.isfinite(row.p50_ms) and row.cpu_us_per_frame > 0
+    assert row.engine_us_per_frame == 0  # no engine thread
+    assert math.isnan(row.mean_batch)  # nor engine steps
 
 
 def test_null_presets_keep_the_frame_grid_and_fit_each_other():
