@@ -286,17 +286,27 @@ class Session:
                 return _EMPTY
             if self._self_paced:
                 return self._take_self_paced()
-            answer = getattr(self.config, "pass_through", None)
-            while self._inbox:
-                item = self._inbox.popleft()
+            self._answer_pass_through_locked()
+            if self._inbox:
                 self._cond.notify_all()
-                # An input the model does not see (a marker) is answered here, in order,
-                # instead of taking a tick of its own.
-                output = answer(item) if answer is not None else None
-                if output is None:
-                    return item
-                self._outbox.extend(output if isinstance(output, Events) else (output,))
+                return self._inbox.popleft()
             return _END if self._finished else _EMPTY
+
+    def _answer_pass_through_locked(self) -> bool:
+        """Answers the inputs at the head of the inbox that the model does not see (markers),
+        in order, instead of giving them a tick of their own; whether there were any."""
+        answer = getattr(self.config, "pass_through", None)
+        answered = False
+        while answer is not None and self._inbox:
+            output = answer(self._inbox[0])
+            if output is None:
+                break
+            self._inbox.popleft()
+            self._outbox.extend(output if isinstance(output, Events) else (output,))
+            answered = True
+        if answered:
+            self._cond.notify_all()
+        return answered
 
     def _take_self_paced(self) -> Any:
         config = self.config
@@ -305,9 +315,16 @@ class Session:
         return STEP if config.can_step() else _EMPTY
 
     def _poll(self) -> None:
-        """A self-paced session takes in what its client sent (text), and says once when it
-        waits for more (before each tick, on the engine thread)."""
+        """Before each tick, on the engine thread: a session answers the markers at the head
+        of its inbox (so that a marker left behind the frame of the last tick does not count
+        as input ready for the next, which would defeat the batch window); a self-paced one
+        takes in what its client sent (text), and says once when it waits for more."""
         if not self._self_paced:
+            with self._cond:
+                answered = not (self.closed or self._ended) and len(self._outbox) < \
+                    self._max_queue and self._answer_pass_through_locked()
+            if answered:
+                self._wake()
             return
         with self._cond:
             if self.closed or self._ended:

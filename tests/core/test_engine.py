@@ -174,3 +174,35 @@ def test_inputs_are_checked_on_the_clients_side_as_they_are_queued(engine):
     with pytest.raises(InvalidInput, match="negative input -1"):
         session.send(-1)  # refused before the engine sees it: nothing queued
     assert run(session, [1, 2]) == [10, 30]
+
+
+class WithMarkers(int):
+    """A session config whose string inputs are markers, answered without a step."""
+
+    def pass_through(self, item):
+        return f"ack {item}" if isinstance(item, str) else None
+
+
+def test_a_marker_neither_waits_for_the_window_nor_opens_it():
+    """A marker needs no step: it is answered at once, and it does not start the batch
+    window (else the window would run from the marker, not from the next frame, and close
+    before the other session's frame: a split batch)."""
+    stepper = RunningSum(2)
+    engine = Engine("toy", stepper, 2, batch_window=0.3).start()
+    try:
+        a, b = engine.open(WithMarkers(0)), engine.open(WithMarkers(0))
+        a.send(1)
+        b.send(2)
+        assert (a.receive(timeout=1), b.receive(timeout=1)) == (1, 2)
+        a.send("m")
+        started = time.monotonic()
+        assert a.receive(timeout=1) == "ack m"
+        assert time.monotonic() - started < 0.2  # not held for the window
+        time.sleep(0.2)
+        b.send(2)  # the window opens here...
+        time.sleep(0.15)
+        a.send(1)  # ...and a's frame comes within it
+        assert (a.receive(timeout=1), b.receive(timeout=1)) == (2, 4)
+        assert stepper.batches == [2, 2]
+    finally:
+        engine.stop()
