@@ -214,21 +214,26 @@ class SpeechStepper:
     # ---- Stepper ------------------------------------------------------------------------------
 
     def start(self, slots: Sequence[int], configs: Sequence[Mode]) -> None:
+        # Fresh rows for every joining session in one reset per state (a reset touches the
+        # whole batch: a burst of joins costs one, not one per session).
+        if self.codec is not None:
+            mask = self._rows_mask(self._mask, slots)
+            self.encoder_state.reset(mask)
+            self.decoder_state.reset(mask)
+        lm_slots = [s for s, m in zip(slots, configs, strict=True) if m.route is not Route.NONE]
+        if lm_slots:
+            self.state.reset(self._rows_mask(self._lm_mask, lm_slots))
         for slot, mode in zip(slots, configs, strict=True):
             self.modes[slot] = mode
             self._first_pending[slot] = mode.feed_first_frame_twice
-            if self.codec is not None:
-                mask = self._rows_mask(self._mask, [slot])
-                self.encoder_state.reset(mask)
-                self.decoder_state.reset(mask)
             if mode.route is not Route.NONE:
                 self._start_lm_row(slot, mode)
             mode.start(self, slot)
 
     def _start_lm_row(self, slot: int, mode: Mode) -> None:
         # Settings differ per session, so one call per joining session (not per step).
-        self.lm.start(self.state, self._rows_mask(self._lm_mask, [slot]), mode.sampling,
-                      mode.delays)
+        self.lm.configure(self.state, self._rows_mask(self._lm_mask, [slot]), mode.sampling,
+                          mode.delays)
         self._padding_bonus[slot] = mode.padding_bonus
         self._audio_forced_until[slot] = mode.audio_forced_until
         self._num_codebooks[slot] = mode.num_codebooks or self.cfg.dep_q

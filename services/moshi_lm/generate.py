@@ -171,6 +171,15 @@ class LMGenerator:
               delays: tuple[int, ...] | None = None) -> None:
         """(Re)starts the sessions selected by the boolean mask ``sessions`` [B] (all when
         None): fresh caches, and their own settings and delays."""
+        state.reset(sessions)
+        self.configure(state, sessions, settings, delays)
+
+    def configure(self, state: LMState, sessions: Tensor | None,
+                  settings: SamplingSettings | None = None,
+                  delays: tuple[int, ...] | None = None) -> None:
+        """Gives the sessions ``sessions`` [B] (all when None) their settings and delays,
+        leaving their caches alone: ``start`` without the reset, for a caller that resets
+        several joining sessions in one call (each reset touches the whole state)."""
         cfg = self.cfg
         settings = settings or SamplingSettings.from_lm_gen_config(cfg.lm_gen_config)
         delays = tuple(delays or cfg.delays)
@@ -179,7 +188,6 @@ class LMGenerator:
         if max(delays) + 2 > state.capacity:
             raise ValueError(f"delay {max(delays)} exceeds this state's max_delay "
                              f"{state.capacity - 2}")
-        state.reset(sessions)
         rows = slice(None) if sessions is None else sessions
         sess = state.settings
         sess.delays[rows] = torch.tensor(delays, device=self.device)
