@@ -52,7 +52,7 @@ set-up is not in them):
   period; more means the sessions' frames were stepped in several smaller batches.
 
 Every row stops by itself (``--seconds``, default 10), traffic stays on loopback. The machine's
-read bandwidth and GEMM peak are printed first (bench/machine.py).
+read bandwidth and GEMM peak are printed first (bench/roofline.py).
 """
 
 from __future__ import annotations
@@ -570,10 +570,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="extra argument for serve (repeatable), e.g. "
                         "--serve-arg=--batch-window-ms=5")
     args = parser.parse_args(argv)
-    from bench.machine import measure  # torch is imported here, not for the clients
+    import torch  # here, not for the clients
+
+    from bench.roofline import measure
 
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{os.cpu_count()} cores; {measure().describe()}")
+          f"{os.cpu_count()} cores; {measure((torch.float32,)).describe()}")
     print(f"rows of {args.seconds:g} s, ASR marker every {args.marker_every} frame(s), "
           f"figures over the last "
           f"{1 - WARMUP_FRACTION:.0%}; threads and RSS: at start / peak\n")
