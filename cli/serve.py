@@ -52,6 +52,26 @@ from services.wiring import (
 log = logging.getLogger("moshi-services.serve")
 
 
+class BatchWindow(click.ParamType):
+    """--batch-window-ms: milliseconds >= 0, or "auto" (None: the engine's automatic window)."""
+
+    name = "MS|auto"
+
+    def convert(self, value, param, ctx) -> float | None:
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "auto":
+            return None
+        try:
+            ms = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of milliseconds nor 'auto'", param, ctx)
+        if not ms >= 0:  # also refuses NaN
+            self.fail(f"{value!r} is not a window: give 0 or more milliseconds, or 'auto'",
+                      param, ctx)
+        return ms
+
+
 def _check_port(host: str, port: int, flag: str = "--port") -> None:
     """BindError now, rather than after loading the models, when ``port`` is taken."""
     import socket
@@ -126,9 +146,10 @@ def _parse_services(value: str | None) -> list[str] | None:
               "the LM's slots; for Mimi as many encoding and as many decoding streams.")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=30.0,
               show_default=True, help="Seconds without traffic before a stream is closed.")
-@click.option("--batch-window-ms", type=click.FloatRange(min=0), default=10.0,
-              show_default=True, help="How long a step may wait for the other sessions' "
-              "frames once one has arrived: fuller batches, fewer steps under load.")
+@click.option("--batch-window-ms", type=BatchWindow(), default="auto", show_default=True,
+              help="How long a step may wait for the other sessions' frames once one has "
+              "arrived: fuller batches, fewer steps under load. auto: as long as the last step "
+              "took, at most 40 (half a frame); 0: step at once.")
 @click.option("--asr-text-delay", type=click.IntRange(1), default=DEFAULT_TEXT_DELAY_FRAMES,
               show_default=True, help="ASR on a Moshi-architecture LM: frames (80 ms each) "
               "the text lags the audio (25 = 2 s, the Moshi paper's setting); longer: better "
@@ -204,7 +225,8 @@ def serve(host, port, http_port, open_page, service_list, hf_repo, mimi_checkpoi
     options = ModelOptions(hf_repo=hf_repo, mimi_checkpoint=mimi_checkpoint,
                            lm_checkpoint=lm_checkpoint, device=device, dtype=dtype,
                            max_sessions=max_sessions, idle_timeout=idle_timeout,
-                           batch_window=batch_window_ms / 1000, asr_text_delay=asr_text_delay,
+                           batch_window=None if batch_window_ms is None
+                           else batch_window_ms / 1000, asr_text_delay=asr_text_delay,
                            tts_audio_delay=tts_audio_delay, voices_dir=voices_dir,
                            builtin_preset=builtin_preset,
                            quantize=quantize,

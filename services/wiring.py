@@ -88,7 +88,7 @@ class ModelOptions:
     dtype: str = "float32"  # one of DTYPES
     max_sessions: int = 8
     idle_timeout: float = 30.0
-    batch_window: float = 0.0  # seconds; see services.core.engine.Engine
+    batch_window: float | None = 0.0  # seconds, None: automatic; see core.engine.Engine
     asr_text_delay: int = DEFAULT_TEXT_DELAY_FRAMES  # frames; ASR on a Moshi-architecture LM
     tts_audio_delay: int = DEFAULT_AUDIO_DELAY_FRAMES  # frames; TTS on a Moshi-architecture LM
     voices_dir: str | None = None  # voices of a Kyutai TTS checkpoint

@@ -53,6 +53,8 @@ from services.core.constants import FRAME_MS
 
 log = logging.getLogger(__name__)
 
+# The automatic batch window's bound (seconds): half a frame, so a frame never waits more.
+AUTO_WINDOW_MAX = FRAME_MS / 2 / 1000
 _EMPTY = object()  # "no input this tick", distinct from a None input
 _END = object()  # "the input is over": the session's last outputs are due
 
@@ -381,18 +383,20 @@ class Engine:
     """Steps every session of one model on one thread. ``open`` admits a session."""
 
     def __init__(self, name: str, stepper: Stepper, max_sessions: int, *, max_queue: int = 8,
-                 idle_timeout: float = 30.0, batch_window: float = 0.0,
+                 idle_timeout: float = 30.0, batch_window: float | None = 0.0,
                  groups: Sequence[range] | None = None, stats_window: int = 1000):
         """``batch_window`` (seconds): how long a group of slots that has a ready session may
         wait for its other sessions' input. A step costs about the same however many rows
         take part (every slot is computed, idle ones masked), so with real-time clients at
-        different phases a few ms of waiting saves whole steps; 0 steps at once.
+        different phases a few ms of waiting saves whole steps; 0 steps at once. None: as
+        long as the last step took (at most AUTO_WINDOW_MAX), see ``window``.
         ``groups``: slot ranges the stepper batches separately (default: all slots one
         group), e.g. Mimi's encoder and decoder slots, so one never waits for the other."""
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
         self.name, self.stepper, self.max_sessions = name, stepper, max_sessions
         self.batch_window = batch_window
+        self._last_step_s = 0.0  # wall time of the last step, for the automatic window
         groups = groups or [range(max_sessions)]
         self._group_of = {slot: g for g, r in enumerate(groups) for slot in r}
         if sorted(self._group_of) != list(range(max_sessions)):
@@ -514,11 +518,23 @@ class Engine:
                 self._expire_idle()
                 timeout = min(poll, self._tick())
 
+    @property
+    def window(self) -> float:
+        """The batch window in force (seconds). Automatic (``batch_window`` None): the last
+        step's duration, at most AUTO_WINDOW_MAX. A frame then waits at most one step's time
+        for company, so an idle engine with cheap steps answers at once, while an engine
+        whose steps are long, which would otherwise run small batches back to back as
+        real-time clients' frames trickle in at different phases, spends at most about half
+        its time stepping and merges them into fuller batches (fewer steps per frame period)."""
+        if self.batch_window is not None:
+            return self.batch_window
+        return min(AUTO_WINDOW_MAX, self._last_step_s)
+
     def _due_groups(self, sessions: list[Session]) -> tuple[set[int], float]:
         """Groups to step now, and the seconds until a held-back group is due (inf if none).
         A group is due when one of its sessions is ready and either none of the others may
         still bring input or the group has waited ``batch_window`` since it became ready."""
-        now = time.monotonic()
+        now, window = time.monotonic(), self.window
         states: dict[int, set[str]] = collections.defaultdict(set)
         for session in sessions:
             states[self._group_of[session.slot]].add(session._state())
@@ -528,11 +544,11 @@ class Engine:
                 self._ready_since.pop(group, None)
                 continue
             since = self._ready_since.setdefault(group, now)
-            if "waiting" not in seen or now - since >= self.batch_window:
+            if "waiting" not in seen or now - since >= window:
                 due.add(group)
                 del self._ready_since[group]
             else:
-                wait = min(wait, since + self.batch_window - now)
+                wait = min(wait, since + window - now)
         return due, wait
 
     def _tick(self) -> float:
@@ -571,7 +587,8 @@ class Engine:
             for session, _ in batch:
                 session.close(EngineFailure(f"{self.name} step failed: {exc}"))
             return wait
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._last_step_s = time.perf_counter() - started
+        elapsed_ms = self._last_step_s * 1000
         for (session, _), output in zip(batch, outputs, strict=True):
             session._deliver(output)
         with self._lock:  # a few integer updates a tick: nothing per session

@@ -465,7 +465,7 @@ def _first(state: StreamingState, n: int, rows: int) -> StreamingState:
 
 def speech_engine(max_sessions: int, lm: Any = None, codec: Any = None, *,
                   max_delay: int | None = None, idle_timeout: float = 30.0, max_queue: int = 8,
-                  batch_window: float = 0.0, **temporal_options: Any) -> Engine:
+                  batch_window: float | None = 0.0, **temporal_options: Any) -> Engine:
     """A started engine stepping every session of ``lm`` (an LMGenerator) and ``codec`` (a
     MimiModel) in one tick: ``max_sessions`` LM sessions (dialogue, recognition, synthesis,
     LM streams) and as many codec-only streams (twice as many without an LM)."""

@@ -48,7 +48,8 @@ class MimiService(mimi_pb2_grpc.MimiServicer):
 
     @classmethod
     def create(cls, model: MimiModel, max_sessions: int = 8, idle_timeout: float = 30.0,
-               batch_window: float = 0.0, limits: RequestLimits | None = None) -> MimiService:
+               batch_window: float | None = 0.0, limits: RequestLimits | None = None
+               ) -> MimiService:
         """On an engine of its own: ``max_sessions`` encoding plus ``max_sessions`` decoding
         streams (or unary calls); ``batch_window``: see ``Engine``."""
         return cls(model, speech_engine(max_sessions, codec=model, idle_timeout=idle_timeout,

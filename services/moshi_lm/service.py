@@ -34,7 +34,8 @@ class MoshiLMService(moshi_lm_pb2_grpc.MoshiLMServicer):
     @classmethod
     def create(cls, generator: LMGenerator, model_name: str, max_sessions: int = 8,
                pieces: Sequence[str] | None = None, idle_timeout: float = 30.0,
-               batch_window: float = 0.0, max_delay: int | None = None) -> MoshiLMService:
+               batch_window: float | None = 0.0, max_delay: int | None = None
+               ) -> MoshiLMService:
         """On an engine of its own (no codec). ``max_delay``: the largest delay any session
         of the engine may bring (default: the checkpoint's)."""
         engine = speech_engine(max_sessions, generator, max_delay=max_delay,

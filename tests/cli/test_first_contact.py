@@ -313,3 +313,24 @@ def test_the_live_status_is_drawn_only_on_a_terminal(capsys):
     on.close()
     out, err = capsys.readouterr()
     assert out == "word\n" and "3.0 s" in err and err.endswith("\r\033[K")
+
+
+@pytest.mark.parametrize(("value", "window"), [(None, None), ("auto", None), ("AUTO", None),
+                                               ("0", 0.0), ("25", 0.025)])
+def test_the_batch_window_is_automatic_unless_given(value, window, monkeypatch):
+    seen = {}
+
+    def record(names, options, *args, **kwargs):
+        seen["window"] = options.batch_window
+        raise services.wiring.OptionsError("stop here")
+
+    monkeypatch.setattr(sys.modules["cli.serve"], "build_services", record)
+    args = ["serve", "--port", "0"] + ([] if value is None else ["--batch-window-ms", value])
+    assert "stop here" in error_line(run(*args))
+    assert seen["window"] == window
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
+def test_a_bad_batch_window_is_one_line_before_any_model(value, no_model_load):
+    line = error_line(run("serve", "--port", "0", "--batch-window-ms", value))
+    assert "--batch-window-ms" in line and "'auto'" in line

@@ -206,3 +206,46 @@ def test_a_marker_neither_waits_for_the_window_nor_opens_it():
         assert stepper.batches == [2, 2]
     finally:
         engine.stop()
+
+
+class SlowSum(RunningSum):
+    """RunningSum whose steps take 0.3 s."""
+
+    def step(self, slots, inputs):
+        time.sleep(0.3)
+        return super().step(slots, inputs)
+
+
+def test_the_automatic_window_is_the_last_steps_time_capped_at_half_a_frame():
+    from services.core import engine as engine_module
+
+    engine = Engine("toy", RunningSum(1), 1, batch_window=None)
+    assert engine.window == 0.0  # no step yet: step at once
+    engine._last_step_s = 0.012
+    assert engine.window == 0.012
+    engine._last_step_s = 0.5
+    assert engine.window == engine_module.AUTO_WINDOW_MAX == 0.04
+    engine.batch_window = 0.002  # a fixed window wins
+    assert engine.window == 0.002
+
+
+def test_after_a_long_step_the_automatic_window_merges_frames(monkeypatch):
+    """A fresh engine steps a lone frame at once; after a 0.3 s step (cap lifted for the
+    test) a frame waits for the other session's, 0.1 s later, and they share one step."""
+    from services.core import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "AUTO_WINDOW_MAX", 1.0)
+    stepper = SlowSum(2)
+    engine = Engine("toy", stepper, 2, batch_window=None).start()
+    try:
+        a, b = engine.open(), engine.open()
+        a.send(1)
+        assert a.receive(timeout=2) == 1
+        assert stepper.batches == [1]  # not held for b
+        a.send(1)
+        time.sleep(0.1)
+        b.send(2)
+        assert (a.receive(timeout=2), b.receive(timeout=2)) == (2, 2)
+        assert stepper.batches == [1, 2]
+    finally:
+        engine.stop()
