@@ -30,6 +30,7 @@ import numpy as np
 
 from services.core import stats_pb2, stats_pb2_grpc
 from services.core.constants import FRAME_MS, SAMPLE_RATE
+from services.core.engine import parse_batch_window_ms
 from services.core.grpc_server import create_channel
 from services.dialogue import dialogue_pb2, dialogue_pb2_grpc
 from services.dialogue.client import Conversation, converse, remote_dialogue
@@ -66,12 +67,12 @@ def measure(name: str, open_session, sessions: int, seconds: float, delay: int) 
             "rtf": wall / seconds}
 
 
-def spawn_server(threads: int, sessions: int, batch_window_ms: float
+def spawn_server(threads: int, sessions: int, batch_window_ms: float | None
                  ) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-c", "from cli.serve import serve; serve()", "--port", "0",
          "--threads", str(threads), "--max-sessions", str(sessions),
-         "--batch-window-ms", str(batch_window_ms)],
+         "--batch-window-ms", "auto" if batch_window_ms is None else str(batch_window_ms)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
         text=True)
     port = None
@@ -89,8 +90,8 @@ def main() -> None:
     parser.add_argument("-n", "--sessions", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0, help="audio per session")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
-    parser.add_argument("--batch-window-ms", type=float, default=10.0,
-                        help="engine batch window (spawned server and in-process)")
+    parser.add_argument("--batch-window-ms", type=parse_batch_window_ms, default="auto",
+                        help="engine batch window, ms or auto (spawned server and in-process)")
     parser.add_argument("--no-in-process", action="store_true",
                         help="skip the in-process comparison")
     args = parser.parse_args()
@@ -110,8 +111,9 @@ def main() -> None:
             stub, dialogue_pb2.DialogueConfig(seed=i)), args.sessions, args.seconds, delay)]
         figures = stats_pb2_grpc.EngineStatsStub(channel).GetStats(stats_pb2.GetStatsRequest())
         if not args.no_in_process:
+            window = args.batch_window_ms
             options = ModelOptions(max_sessions=args.sessions,
-                                   batch_window=args.batch_window_ms / 1000)
+                                   batch_window=None if window is None else window / 1000)
             services = build_services(["dialogue"], options)
             dialogue = services[-1]
             rows.append(measure("in-process", lambda i: dialogue.open(
@@ -125,7 +127,7 @@ def main() -> None:
 
     print(f"\n{args.sessions} concurrent sessions x {args.seconds:g} s, frames of {FRAME_MS} ms,"
           f" model delay {delay} frame(s), torch threads {args.threads}, batch window "
-          f"{args.batch_window_ms:g} ms")
+          f"{'auto' if args.batch_window_ms is None else f'{args.batch_window_ms:g} ms'}")
     print(f"{'mode':<12}{'frames':>8}{'RTT p50 ms':>12}{'RTT p99 ms':>12}{'RTF':>8}")
     for r in rows:
         print(f"{r['mode']:<12}{r['frames']:>8}{r['p50']:>12.1f}{r['p99']:>12.1f}"

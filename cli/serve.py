@@ -60,16 +60,12 @@ class BatchWindow(click.ParamType):
     def convert(self, value, param, ctx) -> float | None:
         if value is None or isinstance(value, float):
             return value
-        if str(value).strip().lower() == "auto":
-            return None
+        from services.core.engine import parse_batch_window_ms
+
         try:
-            ms = float(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a number of milliseconds nor 'auto'", param, ctx)
-        if not ms >= 0:  # also refuses NaN
-            self.fail(f"{value!r} is not a window: give 0 or more milliseconds, or 'auto'",
-                      param, ctx)
-        return ms
+            return parse_batch_window_ms(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 def _check_port(host: str, port: int, flag: str = "--port") -> None:

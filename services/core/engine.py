@@ -59,6 +59,20 @@ _EMPTY = object()  # "no input this tick", distinct from a None input
 _END = object()  # "the input is over": the session's last outputs are due
 
 
+def parse_batch_window_ms(text: str) -> float | None:
+    """A batch window as given on a command line: milliseconds >= 0, or "auto" (None, the
+    engine's automatic window); ValueError with the reason otherwise."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        ms = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a number of milliseconds nor 'auto'") from None
+    if not ms >= 0:  # also refuses NaN
+        raise ValueError(f"{text!r} is not a window: give 0 or more milliseconds, or 'auto'")
+    return ms
+
+
 class EngineError(Exception):
     """Base of the errors that end a session; each maps to one gRPC status."""
 
