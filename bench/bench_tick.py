@@ -1,6 +1,7 @@
 """The engine's tick in process: CPU time of one ``SpeechStepper.step`` over B recognition
-sessions on the Moshi layout (Mimi encode, one temporal step, dep_q depformer steps, 1 + dep_q
-samplings), without any serving around it.
+sessions on the Moshi layout (Mimi encode, one temporal step, the text sampling; no depformer:
+no recognition row uses the sampled audio, see ``Mode.uses_sampled_audio``), without any
+serving around it.
 
     PYTHONPATH=. python3 bench/bench_tick.py                        # null and tiny, B 1 16 64
     PYTHONPATH=. python3 bench/bench_tick.py --presets tiny -b 64 --repeats 5

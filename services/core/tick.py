@@ -95,6 +95,15 @@ class Mode:
     num_codebooks: int | None = None  # generated audio codebooks, the rest ZERO (None: all)
     decode_from: int = 0  # index of the first de-delayed frame decoded
 
+    @property
+    def uses_sampled_audio(self) -> bool:
+        """Whether the audio codebooks the depformer samples for this session matter. Not for
+        recognition on a Moshi-architecture LM (route GENERATED, nothing decoded): its own
+        audio streams are forced from its input, and the step after overwrites a codebook
+        sampled at this step (the only ones not yet forced) before anything reads it. A tick
+        whose sessions all do without skips the depformer."""
+        return not (self.route is Route.GENERATED and not self.decode_codebooks)
+
     def is_data(self, item: Any) -> bool:
         """Whether ``item`` goes through the model (else it only passes through, in order:
         a marker)."""
@@ -303,12 +312,13 @@ class SpeechStepper:
         forced = self._forced if any(modes[i].route in (Route.GENERATED, Route.HOST)
                                      for i in rows) else None
         if twice:  # the first frame's extra step, before its own
-            first = self._lm_call([slots[i] for i in twice], [], modes, slots, forced)
+            first = self._lm_call([slots[i] for i in twice], [], modes, slots, forced,
+                                  any(modes[i].uses_sampled_audio for i in twice))
             for i in twice:
                 self._first_pending[slots[i]] = False
             out.update({f"first_{k}": v[[slots[i] for i in twice]] for k, v in first.items()})
         result = self._lm_call(index, [i for i in rows if modes[i].chooses_text], modes, slots,
-                               forced)
+                               forced, any(modes[i].uses_sampled_audio for i in rows))
         out.update({f"lm_{k}": v[index] for k, v in result.items()})
         return result
 
@@ -345,9 +355,12 @@ class SpeechStepper:
                     np.stack([f for _, f in given])).to(self._forced)
 
     def _lm_call(self, index: list[int], hooked: list[int], modes: Sequence[Mode],
-                 slots: Sequence[int], forced: Tensor | None) -> dict[str, Tensor]:
+                 slots: Sequence[int], forced: Tensor | None, sample_audio: bool = True
+                 ) -> dict[str, Tensor]:
         """One LM step of the rows ``index``; ``hooked``: batch positions whose mode chooses
-        its text token. Returns the step's device tensors over the first n rows."""
+        its text token; ``sample_audio`` False: no row uses the sampled audio (see
+        ``Mode.uses_sampled_audio``), so placeholders stand in for it and the depformer is
+        skipped. Returns the step's device tensors over the first n rows."""
         lm, n = self.lm, max(index) + 1
         state = _first(self.state, n, self.lm_rows)
         active = self._active(self._lm_mask, index, n)
@@ -359,7 +372,10 @@ class SpeechStepper:
         if hooked:
             text = self._text_hook(text, hooked, modes, slots)
         audio = None
-        if any(modes[i].audio_forced_until != NEVER or modes[i].num_codebooks for i in hooked):
+        if not sample_audio:
+            audio = torch.full((n, self.cfg.dep_q), ZERO_TOKEN, device=self.device)
+        elif any(modes[i].audio_forced_until != NEVER or modes[i].num_codebooks
+                 for i in hooked):
             offset = ctx.offset[:, None]
             silent = (offset < self._audio_forced_until[:n, None] + self._codebook_delays) \
                 | (self._codebook >= self._num_codebooks[:n, None])

@@ -108,6 +108,55 @@ def test_every_mode_in_one_batch_equals_each_alone(models):
     assert [w.text for c in tts for w in c.words] == TEXT.split() and tts[-1].done
 
 
+def together(lm, mimi, modes, speech):
+    """The outputs of recognition sessions of ``modes`` on one engine, at the same time."""
+    engine = speech_engine(len(modes), lm, mimi, max_delay=8)
+    results = {}
+
+    def run(k):
+        results[k] = run_session(engine.open(modes[k]), list(frames_of_clip(speech, modes[k])))
+    try:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(len(modes))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        engine.stop()
+    return results
+
+
+class RecognitionSampledAudio(RecognitionMode):
+    """Recognition that claims to use the sampled audio: its ticks run the depformer."""
+
+    @property
+    def uses_sampled_audio(self) -> bool:
+        return True
+
+
+def test_recognition_alone_skips_the_depformer_with_the_same_outputs(models, monkeypatch):
+    """A tick of recognition sessions on a Moshi LM needs no sampled audio (its own audio
+    streams are forced from the input): the depformer is skipped, and every output (words,
+    sampled text, tokens) equals that of the same sessions with the depformer run."""
+    lm, mimi = models
+    depformer_calls = []
+    real_depth_step = lm.model.depth_step
+    monkeypatch.setattr(lm.model, "depth_step", lambda *a, **k: (depformer_calls.append(1),
+                                                                 real_depth_step(*a, **k))[1])
+    speech = (0.2 * np.random.default_rng(5).standard_normal(12 * 1920)).astype(np.float32)
+    outputs = {}
+    for mode_class in (RecognitionMode, RecognitionSampledAudio):
+        made = [mode_class.for_moshi(lm.cfg, 3, BuiltinTokenizer().decode,
+                                     SamplingSettings(seed=seed)) for seed in (1, 2)]
+        outputs[mode_class] = (together(lm, mimi, made, speech), len(depformer_calls))
+        depformer_calls.clear()
+    (skipped, skipped_calls), (full, full_calls) = outputs.values()
+    assert skipped_calls == 0 and full_calls > 0
+    for k in range(2):
+        assert_equal_outputs(skipped[k], full[k], f"session {k}")
+        assert any(x for x in skipped[k])
+
+
 def test_stt_golden_tokens_through_a_recognition_session():
     """lm_dev_stt through the tick: the golden run feeds code column t at step t and never
     hears column 0, i.e. a clip of columns 1.. with its first frame fed twice."""
