@@ -380,7 +380,7 @@ class SpeechStepper:
             silent = (offset < self._audio_forced_until[:n, None] + self._codebook_delays) \
                 | (self._codebook >= self._num_codebooks[:n, None])
             audio = torch.where(silent, ZERO_TOKEN, UNGENERATED_TOKEN)
-        result = lm.finish(state, ctx, text, audio)
+        result = lm.finish(state, ctx, text, audio, audio_complete=not sample_audio)
         step = {"text": result.text, "frame": result.frame, "valid": result.valid,
                 # index of the de-delayed frame each row returns (when valid)
                 "frame_index": ctx.offset - state.settings.max_delay}

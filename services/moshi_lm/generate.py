@@ -240,10 +240,13 @@ class LMGenerator:
 
     @torch.inference_mode()
     def finish(self, state: LMState, ctx: StepContext, text: Tensor,
-               audio: Tensor | None = None, return_logits: bool = False) -> StepResult:
+               audio: Tensor | None = None, return_logits: bool = False,
+               audio_complete: bool = False) -> StepResult:
         """Chooses the frame at position t + 1: ``text`` [B] (and ``audio`` [B, dep_q], with
         UNGENERATED entries sampled) unless forced earlier; samples the remaining audio with
-        the depformer; advances; returns the de-delayed frame."""
+        the depformer; advances; returns the de-delayed frame. ``audio_complete``: the caller
+        knows ``audio`` has no UNGENERATED entry, so the depformer is skipped without the
+        device-to-host check of that."""
         cfg = self.cfg
         offset, active = ctx.offset, ctx.active
         next_pos = (offset + 1)[:, None].expand(-1, cfg.num_generated)
@@ -251,8 +254,11 @@ class LMGenerator:
         if audio is not None:
             known[:, 1:] = torch.where(known[:, 1:] == UNGENERATED_TOKEN, audio, known[:, 1:])
         text = torch.where(known[:, 0] == UNGENERATED_TOKEN, text, known[:, 0])
-        chosen, audio_logits = self._depth(state, ctx, text, known[:, 1:], return_logits,
-                                           check_known=ctx.forced_any or audio is not None)
+        if audio_complete and audio is not None:
+            chosen, audio_logits = known[:, 1:], None
+        else:
+            chosen, audio_logits = self._depth(state, ctx, text, known[:, 1:], return_logits,
+                                               check_known=ctx.forced_any or audio is not None)
         frame = torch.cat([text[:, None], chosen], dim=1)
         self._write(state, next_pos, frame, _column(active))
         state.offset += 1 if active is None else active.long()
