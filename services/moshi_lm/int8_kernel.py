@@ -14,6 +14,7 @@ torch's kernels: a model always loads.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -29,6 +30,7 @@ _SOURCE = Path(__file__).with_name("int8_kernel.cpp")
 _NAME = "moshi_int8_linear"
 _CPU_FLAGS = ("avx2", "fma")
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _tried = False
@@ -73,6 +75,7 @@ def load() -> ModuleType | None:
                 try:
                     _module = _build()
                 except Exception as error:  # any failure: fall back, never fail the load
+                    log.debug("building the int8 CPU kernel failed", exc_info=True)
                     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                     warnings.warn(f"the int8 CPU kernel is unavailable ({reason[:300]}); torch's "
                                   "int8 kernels are used (slower)", RuntimeWarning,
