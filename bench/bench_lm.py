@@ -12,7 +12,8 @@ Shapes (random weights, 2 threads):
 - moshi_7b: Moshi 7B (bf16 weights alone are 15 GB: on request only); sampled.
 Modes: float32, bfloat16 (compute dtype), int8 (``load_lm(quantize="int8")``: dynamic int8
 for the temporal transformer and text head, bf16 elsewhere) and int8-weight (int8 weights,
-bf16 activations).
+bf16 activations: this project's weight-only kernel on CPU when it builds); int8-weight-fp32
+is int8-weight with float32 activations and KV ring.
 
 Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
 median resists other jobs' bursts). On a CPU shared with other jobs, two OpenMP threads that
@@ -22,9 +23,11 @@ compare with --threads 1.
 Roofline: the machine's read bandwidth and GEMM peak are measured at start (bench/roofline.py);
 each cell gives ms, the GB/s of weights and KV ring read per step (the embedding tables are
 not counted: a step reads one row of each) and the fraction of the limit
-max(bytes / bandwidth, flops / peak). At small batch the step is bound by bandwidth, so B=4
-should cost little more than B=1 except for its larger KV ring. The README's "Speed" section
-has the dated tables; times drift by up to 2x between days, the fractions much less.
+max(bytes / bandwidth, flops / peak); int8 rows by bandwidth alone (their products are not
+the bf16 GEMM whose peak is measured: fp32 FMAs or int8 ones). At small batch the step is
+bound by bandwidth, so B=4 should cost little more than B=1 except for its larger KV ring.
+The README's "Speed" section has the dated tables; times drift by up to 2x between days, the
+fractions much less.
 
 ``--stt-streams 1 2 4`` adds Mimi encode_step + STT-1B int8 step per 80 ms frame at that many
 streams (``stt_frame_times`` takes the model objects, so it measures loaded models as well).
@@ -57,7 +60,12 @@ from services.moshi_lm.config import LMConfig, preset
 from services.moshi_lm.generate import LMGenerator, LMState, SamplingSettings
 from services.moshi_lm.loader import load_lm, prepare_for_inference
 from services.moshi_lm.model import LMModel, LowRankEmbedding, TokenEmbedding
-from services.moshi_lm.quantize import DynamicInt8Weight, Int8Weight, PackedWeight
+from services.moshi_lm.quantize import (
+    BlockedInt8Weight,
+    DynamicInt8Weight,
+    Int8Weight,
+    PackedWeight,
+)
 
 SHAPES = {
     "small": (dataclasses.replace(
@@ -70,7 +78,10 @@ SHAPES = {
 }
 DEFAULT_SHAPES = ["small", "stt_1b"]
 MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
-         "int8": (torch.bfloat16, "int8"), "int8-weight": (torch.bfloat16, "int8-weight")}
+         "int8": (torch.bfloat16, "int8"), "int8-weight": (torch.bfloat16, "int8-weight"),
+         # float32 activations and KV ring: on CPUs without bf16 arithmetic (AVX2 only) torch's
+         # bf16 attention is far slower than fp32, which doubles the ring's bytes instead
+         "int8-weight-fp32": (torch.float32, "int8-weight")}
 WARMUP, STEPS = 3, 10
 
 
@@ -98,7 +109,7 @@ def step_gbytes(model: LMModel, state: LMState) -> float:
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if id(t) in tables or name.startswith("_"):  # _audio_table: the fused embeddings
             continue
-        if isinstance(t, (DynamicInt8Weight, Int8Weight)):
+        if isinstance(t, (DynamicInt8Weight, Int8Weight, BlockedInt8Weight)):
             total += t.numel()
         elif isinstance(t, PackedWeight):
             total += t.numel() * 2
@@ -247,7 +258,8 @@ def speed_table(args: argparse.Namespace, roof: Roofline) -> None:
         for mode in args.modes:
             times = time_steps(cfg, settings, mode, args.batches, args.steps)
             dtype = torch.float32 if mode == "float32" else torch.bfloat16
-            cells = [f"{ms:7.1f} {roof.row(ms, gb, gf, dtype)}"
+            bandwidth_only = MODES[mode][1] is not None  # int8: see the module docstring
+            cells = [f"{ms:7.1f} {roof.row(ms, gb, 0.0 if bandwidth_only else gf, dtype)}"
                      for ms, gb, gf in (times[b] for b in args.batches)]
             print(f"{shape:8} {mode:11} " + " ".join(f"{c:>24}" for c in cells), flush=True)
 

@@ -37,7 +37,8 @@ def run_options(command: Callable, lm: bool = True) -> Callable:
         options.append(click.option(
             "--quantize", type=click.Choice(QUANTIZE_MODES), default=None,
             help="CPU: int8 weights for the LM's temporal transformer; int8 = dynamic int8 "
-                 "kernels (fastest), int8-weight = bf16 activations (closer to float)."))
+                 "kernels (fastest from 2 sessions on), int8-weight = activations kept float "
+                 "(as fast at 1 session, closer to float)."))
     return _apply(command, options)
 
 

@@ -67,8 +67,9 @@ def load_lm(checkpoint: str | os.PathLike | None = None, hf_repo: str | None = N
             device: torch.device | str = "cpu", quantize: str | None = None) -> LMModel:
     """An inference-ready LM in compute dtype ``dtype`` whatever the stored dtype.
     ``quantize``: int8 weights for the temporal transformer and text head, the fast CPU path:
-    "int8" (dynamic int8 kernels, fastest) or "int8-weight" (bf16 activations, closer to
-    float); see ``quantize.py``."""
+    "int8" (dynamic int8 kernels, fastest at batch 2 and more) or "int8-weight" (activations
+    kept float: this project's weight-only kernel on CPU, as fast as "int8" at batch 1 and
+    closer to float); see ``quantize.py``."""
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantize mode {quantize!r}; known: {QUANTIZE_MODES}")
     config = config or load_config(checkpoint, hf_repo)

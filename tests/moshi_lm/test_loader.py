@@ -142,12 +142,15 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_int8_weights_stay_close_to_float(tmp_path):
-    from services.moshi_lm.quantize import DynamicInt8Weight, Int8Weight
+    from services.moshi_lm import int8_kernel
+    from services.moshi_lm.quantize import BlockedInt8Weight, DynamicInt8Weight, Int8Weight
 
     cfg = tiny_config(dim=64, context=16)
     random_checkpoint(tmp_path / "ckpt", cfg)
     outputs = {}
-    for quantize, kind in ((None, None), ("int8", DynamicInt8Weight), ("int8-weight", Int8Weight)):
+    weight_only = BlockedInt8Weight if int8_kernel.available() else Int8Weight
+    for quantize, kind in ((None, None), ("int8", DynamicInt8Weight),
+                           ("int8-weight", weight_only)):
         model = load_lm(tmp_path / "ckpt", quantize=quantize)
         if kind is not None:  # every temporal weight and the text head
             assert sum(isinstance(b, kind) for b in model.buffers()) == 4 * cfg.num_layers + 1
