@@ -60,14 +60,16 @@ class Row:
     fraction: float  # gbps / the machine's read bandwidth
 
 
-def models(shape: str, quantize: str | None) -> tuple[LMModel, MimiModel]:
+def models(shape: str, quantize: str | None, dtype: torch.dtype = torch.bfloat16
+           ) -> tuple[LMModel, MimiModel]:
     """``stt_1b``: the real shapes, random weights; ``builtin``: the built-in tiny STT model
-    and tiny Mimi (for tests of this benchmark)."""
+    and tiny Mimi (for tests of this benchmark). ``dtype``: the LM's compute dtype (its
+    activations and KV ring; the weights are int8 when ``quantize`` says so)."""
     if shape == "builtin":
-        model = builtin.builtin_stt(quantize=quantize)
+        model = builtin.builtin_stt(dtype=dtype, quantize=quantize)
         return model, builtin.builtin_mimi(num_codebooks=model.cfg.num_input_codebooks)
     cfg, _ = SHAPES[shape]
-    model = random_model(cfg, torch.bfloat16, quantize)
+    model = random_model(cfg, dtype, quantize)
     return model, build_random_mimi("mimi_202407", seed=0,
                                     num_codebooks=cfg.num_input_codebooks)
 
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="audio per stream")
     parser.add_argument("--quantize", choices=(*QUANTIZE_MODES, "none"), default="int8")
     parser.add_argument("--shape", choices=("stt_1b", "builtin"), default="stt_1b")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                        help="the LM's compute dtype (float32: faster attention on CPUs "
+                        "without bf16 instructions, twice the KV-ring bytes)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
     if args.threads:
@@ -112,8 +117,10 @@ def main() -> None:
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
           f"{roofline.describe()}")
-    model, mimi = models(args.shape, None if args.quantize == "none" else args.quantize)
-    print(f"{args.shape} LM ({args.quantize} weights, bf16 elsewhere) + Mimi encoder (fp32), "
+    model, mimi = models(args.shape, None if args.quantize == "none" else args.quantize,
+                         getattr(torch, args.dtype))
+    print(f"{args.shape} LM ({args.quantize} weights, {args.dtype} compute) + Mimi encoder "
+          "(fp32), "
           f"{args.seconds:g} s of audio per stream\n")
     print(f"{'streams':>7} {'RTF':>6} {'audio s/s':>9} {'step ms':>8} {'GB read':>7}"
           f" {'GB/s':>6} {'fraction':>8}")
