@@ -110,8 +110,11 @@ def _broadcast_mask(mask: Tensor, like: Tensor, dim: int = 0) -> Tensor:
 
 
 def masked_update(target: Tensor, new: Tensor, active: Tensor | None) -> None:
-    """Writes ``new`` into ``target`` in place, only for the active sessions (dim 0)."""
+    """Writes ``new`` into ``target`` in place, only for the active sessions (dim 0).
+    ``new`` must not share memory with ``target`` (it is a fresh tensor at every caller)."""
     if active is None:
         target.copy_(new)
     else:
-        target.copy_(torch.where(_broadcast_mask(active, target), new, target))
+        # Selected straight into the target (each element reads only its own old value): one
+        # pass and one call, instead of a temporary and a copy back.
+        torch.where(_broadcast_mask(active, target), new, target, out=target)

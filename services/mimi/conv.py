@@ -13,7 +13,10 @@ A transposed conv with kernel 2 s is one GEMM giving two blocks per input step; 
 the step itself and block 1 on the next one (overlap-add, the pending block kept in the state).
 
 The batch is folded into the GEMM rows: the padded inputs of all sessions are one contiguous
-[B * R, s * C] matrix; rows that straddle two sessions are computed and thrown away.
+[B * R, s * C] matrix; rows that straddle two sessions are computed and thrown away. Convs with
+few output channels (the full-rate layers of small models, batched) run the same sums
+transposed, y.T = W_m.T @ X.T, which BLAS does several times faster than a GEMM with a handful
+of output columns (same products, another summation order: equal to float rounding).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from torch import Tensor, nn
 from services.core.conv import CausalConv1d, CausalConvTranspose1d, ConvState, ConvTransposeState
 from services.core.streaming import masked_update
 
+# Convs with fewer output channels than this run their GEMMs transposed (TimeMajorConv1d._gemm_sum).
+NARROW_OUT = 16
+
 
 def elu(x: Tensor, inplace: bool = False) -> Tensor:
     """ELU (alpha 1) as max(x, min(exp(x) - 1, 0)): equal to ELU because exp(x) - 1 >= x, and
@@ -33,6 +39,13 @@ def elu(x: Tensor, inplace: bool = False) -> Tensor:
     y = torch.exp(x)
     y.sub_(1.0).clamp_(max=0.0)
     return torch.maximum(x, y, out=x if inplace else y)
+
+
+def _gemm_readable(rows: Tensor) -> Tensor:
+    """``rows`` itself if BLAS can read it in place, else a contiguous copy. The unfolded taps
+    overlap (row stride < width): given them, a GEMM makes its own copy, element by element
+    and transposed, several times slower than this row-by-row one."""
+    return rows if rows.stride(0) >= rows.shape[1] and rows.stride(1) == 1 else rows.contiguous()
 
 
 class _TimeMajorWeight:
@@ -105,17 +118,37 @@ class TimeMajorConv1d(CausalConv1d):
             # Few input channels (the first conv reads 1): one GEMM on the unfolded taps
             # beats many GEMMs with a tiny inner dimension.
             taps = rows.unfold(0, reach + 1, 1)[..., :: self.tap_offset]  # [valid, sC, taps]
-            out = self._matmul(taps.transpose(1, 2).reshape(valid, -1),
-                               weight.reshape(-1, weight.shape[2]))
+            blocks = [(taps.transpose(1, 2).reshape(valid, -1),
+                       weight.reshape(-1, weight.shape[2]))]
         else:
-            out = self._matmul(rows[:valid], weight[0])
-            for m in range(1, self.taps):
-                start = m * self.tap_offset
-                out.addmm_(rows[start: start + valid], weight[m])
+            blocks = [(rows[m * self.tap_offset: m * self.tap_offset + valid], weight[m])
+                      for m in range(self.taps)]
+        out = self._gemm_sum(blocks)
         # Session b's rows start at b * per_session; the last `reach` of each are junk.
         out = out.as_strided((batch, per_session - reach, out.shape[1]),
-                             (per_session * out.shape[1], out.shape[1], 1))
+                             (per_session * out.stride(0), out.stride(0), out.stride(1)))
         return out.contiguous()
+
+    def _gemm_sum(self, blocks: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """bias + sum of rows @ weight over ``blocks`` -> [valid, C_out]. Narrow outputs (the
+        full-rate convs of small models) are computed transposed, out.T = weight.T @ rows.T:
+        BLAS runs a GEMM with a handful of output columns several times slower than one with a
+        handful of rows. The result is then a transposed view, which ``_conv``'s final copy
+        reads as it is."""
+        bias = self.inner.bias
+        if 1 < blocks[0][1].shape[1] < NARROW_OUT:  # one column: a GEMV, fast as it is
+            blocks = [(_gemm_readable(rows), weight) for rows, weight in blocks]
+            (rows, weight), rest = blocks[0], blocks[1:]
+            out = weight.t() @ rows.t() if bias is None else \
+                torch.addmm(bias[:, None], weight.t(), rows.t())
+            for rows, weight in rest:
+                out.addmm_(weight.t(), rows.t())
+            return out.t()
+        (rows, weight), rest = blocks[0], blocks[1:]
+        out = self._matmul(rows, weight)
+        for rows, weight in rest:
+            out.addmm_(rows, weight)
+        return out
 
     def _matmul(self, rows: Tensor, weight: Tensor) -> Tensor:
         bias = self.inner.bias

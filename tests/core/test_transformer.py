@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -22,13 +23,12 @@ def reference_attention_forward(model: Transformer, x: torch.Tensor) -> torch.Te
     pos = torch.arange(steps)[None].expand(x.shape[0], -1)
     delta = pos[0][:, None] - pos[0][None, :]
     mask = (delta >= 0) & (delta < (cfg.context or steps + 1))
-    cos, sin = rope_angles(pos, cfg.head_dim, cfg.max_period)
-    rope = cos[:, :, 0], sin[:, :, 0]  # [B, T, 1, D / 2]: one of q, k at a time
+    rope = rope_angles(pos, cfg.head_dim, cfg.max_period)[:, :, 0]  # one of q, k at a time
     for layer in model.layers:
         h = layer.norm1(x)
         q, k, v = torch.nn.functional.linear(h, layer.self_attn.in_proj_weight).view(
             x.shape[0], steps, 3, cfg.num_heads, -1).unbind(2)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         att = torch.nn.functional.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
         att = layer.self_attn.out_proj(att.transpose(1, 2).reshape(x.shape))
@@ -188,3 +188,26 @@ def test_fresh_context_steps_equal_forward_on_a_rewound_state(cfg):
                                                         k % cfg.weight_sets)
                                for k in range(steps)], dim=1)
         assert torch.equal(plain, expected.detach())
+
+
+def _real_rope(x: torch.Tensor, positions: torch.Tensor, max_period: float) -> torch.Tensor:
+    """RoPE written out on the interleaved pairs (x[2i], x[2i+1]) in real arithmetic."""
+    half = x.shape[-1] // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32)
+                      * (-2.0 * math.log(max_period) / x.shape[-1]))
+    angles = positions.float()[..., None, None, None] * freqs
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    re, im = x[..., 0::2], x[..., 1::2]
+    return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
+
+
+@pytest.mark.parametrize("head_dim", [16, 64])
+def test_complex_rope_equals_real_rotation_exactly(head_dim):
+    """apply_rope's one complex product, read in place from the fused q/k slice of the
+    projection (not contiguous), gives the same bits as the real formula."""
+    from services.core.transformer import apply_rope, rope_angles
+
+    positions = torch.arange(300)[None, 5:].expand(3, -1) * 7
+    qkv = 4 * torch.randn(3, positions.shape[1], 3, 4, head_dim)
+    rotated = apply_rope(qkv[:, :, :2], rope_angles(positions, head_dim, 10_000.0))
+    assert torch.equal(rotated, _real_rope(qkv[:, :, :2], positions, 10_000.0))

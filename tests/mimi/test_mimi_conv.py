@@ -19,6 +19,11 @@ CONVS = [
     dict(in_channels=8, out_channels=16, kernel_size=8, stride=4),
     dict(in_channels=16, out_channels=16, kernel_size=4, stride=2, bias=False,
          pad_mode="replicate"),
+    # Both sides of NARROW_OUT: above, row-major GEMMs; below (and above 1), transposed ones;
+    # one output column stays a row-major GEMV.
+    dict(in_channels=16, out_channels=32, kernel_size=3),
+    dict(in_channels=4, out_channels=4, kernel_size=3, bias=False),
+    dict(in_channels=8, out_channels=1, kernel_size=3),
 ]
 
 
