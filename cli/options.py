@@ -31,7 +31,8 @@ def run_options(command: Callable, lm: bool = True) -> Callable:
         click.option("--dtype", type=click.Choice(DTYPES), default="float32",
                      show_default=True, help="Compute dtype, whatever the stored dtype."),
         click.option("--threads", type=click.IntRange(1), default=None,
-                     help="torch intra-op threads (default: torch's choice)."),
+                     help="torch intra-op threads (default: torch's choice; serve on CPU: one "
+                     "fewer, at least 1, so gRPC keeps a core)."),
     ]
     if lm:
         options.append(click.option(

@@ -46,6 +46,7 @@ from services.wiring import (
     build_services,
     close_all,
     http_routes,
+    serving_threads,
     set_threads,
 )
 
@@ -213,7 +214,7 @@ def serve(host, port, http_port, open_page, service_list, hf_repo, mimi_checkpoi
         raise click.UsageError("--open needs --http-port (the page is served there)")
     from services.core.grpc_server import ServerOptions, create_server
 
-    set_threads(threads)
+    set_threads(threads or serving_threads(device))
     names = _parse_services(service_list)
     _check_port(host, port)  # before the models load
     if http_port is not None:

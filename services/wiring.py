@@ -399,6 +399,19 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def serving_threads(device: str) -> int | None:
+    """torch's intra-op threads for a server when none are asked for: on CPU one fewer than
+    torch's choice (at least 1), so the gRPC event loop keeps a core. With every core in the
+    engine's parallel regions, the loop preempts one of their threads and each region waits
+    for it: on 2 cores, 16 real-time dialogues of the tiny models fell behind with 2 threads
+    and kept up with 1 (bench/bench_serving.py, 2026-12-03). None (torch's choice) elsewhere."""
+    if not device.startswith("cpu"):
+        return None
+    import torch
+
+    return max(1, torch.get_num_threads() - 1)
+
+
 def http_routes(services: Sequence[GrpcService]) -> list[HttpRoutes]:
     """What the HTTP port serves over ``services`` (``serve --http-port``): adapters over the
     same services and engines as the gRPC port."""
@@ -420,4 +433,5 @@ __all__ = ["ALL_SERVICES", "DTYPES", "RIVA_SERVICE_NAMES", "SERVICE_NAMES", "SUP
            "ModelOptions", "OptionsError", "build_checkpoint_speech_service", "build_services",
            "build_stt_service", "build_tts_service", "check_device", "checkpoint_kind",
            "close_all", "codec_of", "engine_for", "http_routes", "lm_kind", "load_lm_model",
-           "load_mimi_model", "service_named", "set_threads", "text_tokenizer", "with_riva"]
+           "load_mimi_model", "service_named", "serving_threads", "set_threads", "text_tokenizer",
+           "with_riva"]

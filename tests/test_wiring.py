@@ -39,3 +39,15 @@ def test_the_in_process_tts_is_the_one_serve_runs(tmp_path):
     result = CliRunner().invoke(main, ["tts", "Hi.", "-o", str(tmp_path / "a.wav")])
     assert result.exit_code == 0, result.output
     assert "built-in tiny random Moshi LM" in result.stderr
+
+
+def test_a_cpu_server_leaves_a_core_to_grpc(monkeypatch):
+    import torch
+
+    from services.wiring import serving_threads
+
+    for torch_choice, expected in ((8, 7), (2, 1), (1, 1)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda n=torch_choice: n)
+        assert serving_threads("cpu") == expected
+    assert serving_threads("cuda") is None
+    assert serving_threads("cuda:1") is None

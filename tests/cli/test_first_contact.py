@@ -334,3 +334,20 @@ def test_the_batch_window_is_automatic_unless_given(value, window, monkeypatch):
 def test_a_bad_batch_window_is_one_line_before_any_model(value, no_model_load):
     line = error_line(run("serve", "--port", "0", "--batch-window-ms", value))
     assert "--batch-window-ms" in line and "'auto'" in line
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], "one fewer"), (["--threads", "3"], 3)])
+def test_serve_runs_torch_on_one_core_fewer_unless_told(flag, expected, monkeypatch):
+    seen = {}
+
+    def record(names, options, *args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        raise services.wiring.OptionsError("stop here")
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(sys.modules["cli.serve"], "build_services", record)
+    try:
+        assert "stop here" in error_line(run("serve", "--port", "0", *flag))
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == (max(1, before - 1) if expected == "one fewer" else expected)
