@@ -3,6 +3,8 @@
 import contextlib
 import json
 import shutil
+import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,21 @@ def tiny_moshi_server(speech_service):
         channel.close()
         server.stop(None)
         close_all(services)
+
+
+def concurrently(calls: dict[Hashable, Callable[[], object]]) -> dict[Hashable, object]:
+    """Runs each call on a thread of its own, all at once (sessions that share an engine's
+    ticks, or concurrent RPCs); returns their results by key."""
+    results = {}
+
+    def run(key):
+        results[key] = calls[key]()
+    threads = [threading.Thread(target=run, args=(key,)) for key in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def run_alone(mode, inputs, lm=None, codec=None, max_delay: int | None = None,

@@ -337,8 +337,9 @@ class Session:
         takes in what its client sent (text), and says once when it waits for more."""
         if not self._self_paced:
             with self._cond:
-                answered = not (self.closed or self._ended) and len(self._outbox) < \
-                    self._max_queue and self._answer_pass_through_locked()
+                answered = (not (self.closed or self._ended)
+                            and len(self._outbox) < self._max_queue
+                            and self._answer_pass_through_locked())
             if answered:
                 self._wake()
             return

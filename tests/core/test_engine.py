@@ -1,9 +1,11 @@
 import threading
 import time
+from functools import partial
 
 import pytest
 
 from services.core.engine import CapacityError, Engine, EngineFailure, IdleTimeout, InvalidInput
+from tests.conftest import concurrently
 
 
 class RunningSum:
@@ -51,15 +53,8 @@ def run(session, inputs):
 
 def test_sessions_run_concurrently_without_cross_talk(engine):
     inputs = {k: list(range(k, k + 20)) for k in range(3)}
-    results = {}
     sessions = {k: engine.open(config=100 * k) for k in range(3)}
-    threads = [threading.Thread(target=lambda k=k: results.update({k: run(sessions[k],
-                                                                          inputs[k])}))
-               for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = concurrently({k: partial(run, sessions[k], inputs[k]) for k in range(3)})
     for k in range(3):
         sums = [sum(inputs[k][: i + 1]) + 100 * k for i in range(20)]
         assert results[k] == sums

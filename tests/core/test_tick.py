@@ -2,7 +2,7 @@
 alone; STT golden tokens through a recognition session; host copies per tick that do not grow
 with the batch."""
 
-import threading
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from services.moshi_lm.mode import GenerationMode
 from services.tts.mode import SynthesisMode
 from services.wiring import ModelOptions, load_lm_model, load_mimi_model
 from tests.asr.test_asr_service import StandInCodec, decode, load
-from tests.conftest import load_golden, run_alone
+from tests.conftest import concurrently, load_golden, run_alone
 
 TEXT = "Hello there, general Kenobi."
 
@@ -86,14 +86,9 @@ def test_every_mode_in_one_batch_equals_each_alone(models):
     lm, mimi = models
     made = {name: make() for name, make in sessions(lm.cfg).items()}
     engine = speech_engine(6, lm, mimi, max_delay=8)
-    together = {}
     try:
-        threads = [threading.Thread(target=lambda n=n: together.update(
-            {n: run_session(engine.open(made[n][0]), made[n][1])})) for n in made]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        together = concurrently({n: partial(run_session, engine.open(made[n][0]), made[n][1])
+                                 for n in made})
         stats = engine.stats()
     finally:
         engine.stop()
@@ -111,19 +106,12 @@ def test_every_mode_in_one_batch_equals_each_alone(models):
 def together(lm, mimi, modes, speech):
     """The outputs of recognition sessions of ``modes`` on one engine, at the same time."""
     engine = speech_engine(len(modes), lm, mimi, max_delay=8)
-    results = {}
-
-    def run(k):
-        results[k] = run_session(engine.open(modes[k]), list(frames_of_clip(speech, modes[k])))
     try:
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(len(modes))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        return concurrently({k: partial(run_session, engine.open(mode),
+                                        list(frames_of_clip(speech, mode)))
+                             for k, mode in enumerate(modes)})
     finally:
         engine.stop()
-    return results
 
 
 class RecognitionSampledAudio(RecognitionMode):

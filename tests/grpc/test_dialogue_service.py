@@ -1,5 +1,5 @@
 import dataclasses
-import threading
+from functools import partial
 
 import grpc
 import numpy as np
@@ -19,6 +19,7 @@ from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.moshi_lm.loader import prepare_for_inference
 from services.moshi_lm.model import LMModel
 from services.moshi_lm.service import MoshiLMService
+from tests.conftest import concurrently
 
 RATE = 16_000  # the user's audio is resampled to 24 kHz by the dialogue
 
@@ -108,13 +109,8 @@ def test_separate_servers_equal_one_process(one_process, separate):
 def test_four_concurrent_dialogues_equal_each_alone(one_process):
     inputs = {k: (voice(20 + k, 0.5 + 0.1 * k), k) for k in range(4)}
     alone = {k: converse(one_process, *inputs[k]) for k in range(4)}
-    together = {}
-    threads = [threading.Thread(target=lambda k=k: together.update(
-        {k: converse(one_process, *inputs[k], chunk=640 + 2 * k)})) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    together = concurrently({k: partial(converse, one_process, *inputs[k], chunk=640 + 2 * k)
+                             for k in range(4)})
     for k in range(4):
         np.testing.assert_array_equal(together[k][0], alone[k][0])
         np.testing.assert_allclose(together[k][1], alone[k][1], atol=1e-5)

@@ -1,4 +1,4 @@
-import threading
+from functools import partial
 
 import grpc
 import numpy as np
@@ -12,6 +12,7 @@ from services.moshi_lm import moshi_lm_pb2, moshi_lm_pb2_grpc
 from services.moshi_lm.generate import SamplingSettings
 from services.moshi_lm.mode import GenerationMode
 from services.moshi_lm.service import MoshiLMService
+from tests.conftest import concurrently
 
 STEPS = 10
 
@@ -68,13 +69,7 @@ def test_tokens_equal_the_in_process_step(lm_stub, tiny_lm, seed):
 def test_four_concurrent_sessions_equal_each_alone(lm_stub):
     inputs = {k: (user_frames(10 + k), config(seed=k)) for k in range(4)}
     alone = {k: generate(lm_stub, *inputs[k]) for k in range(4)}
-    together = {}
-    threads = [threading.Thread(target=lambda k=k: together.update(
-        {k: generate(lm_stub, *inputs[k])})) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    together = concurrently({k: partial(generate, lm_stub, *inputs[k]) for k in range(4)})
     for k in range(4):
         np.testing.assert_array_equal(together[k], alone[k])
     assert not np.array_equal(alone[0], alone[1])
@@ -107,13 +102,8 @@ def test_sessions_bring_their_own_delays_to_one_batch(tiny_lm):
         streams = [GenerationMode(SamplingSettings(seed=1)),
                    GenerationMode(SamplingSettings(seed=2), delays=text_late)]
         frames = [user_frames(30), user_frames(31)]
-        outputs = [None, None]
-        threads = [threading.Thread(target=lambda k=k: outputs.__setitem__(
-            k, run_session(engine.open(streams[k]), frames[k]))) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outputs = concurrently({k: partial(run_session, engine.open(streams[k]), frames[k])
+                                for k in range(2)})
     finally:
         engine.stop()
     for k, stream in enumerate(streams):

@@ -2,7 +2,7 @@
 of the engine, the codec decoding in the same tick."""
 
 import json
-import threading
+from functools import partial
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.tts.conditioning import load_voice
 from services.tts.mode import SynthesisMode, TTSRequest, check_request
 from services.tts.model import TTSModel
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, concurrently
 
 GOLDEN = np.load(FIXTURES / "tts_dev_golden.npz")
 META = json.loads(str(GOLDEN["meta"]))
@@ -61,14 +61,9 @@ def synthesize(requests: dict[int, tuple[TTSRequest, str]]):
             modes[key] = Recorded.for_tts(model, tokenizer(), request)
         sessions = {key: engine.open(mode) for key, mode in modes.items()}
         # The sessions' inputs are fed from threads: both run in the same ticks.
-        results = {}
-        threads = [threading.Thread(target=lambda k=k: results.update(
-            {k: [c for c in run_session(sessions[k], [requests[k][1]]) if c is not None]}))
-            for k in requests]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = concurrently({k: partial(run_session, sessions[k], [requests[k][1]])
+                                for k in requests})
+        results = {k: [c for c in chunks if c is not None] for k, chunks in results.items()}
         return {k: (modes[k], results[k]) for k in requests}
     finally:
         engine.stop()
