@@ -108,13 +108,19 @@ class ProcSample:
     engine_cpu_seconds: float = 0.0  # of its engine threads (named "engine-...") alone
 
 
+def _name_and_cpu_ticks(stat: Path) -> tuple[str, int]:
+    """(command name, utime + stime in clock ticks) of a /proc/.../stat file. The name (field
+    2) may hold spaces and parentheses, so the fields are split after its last ")"."""
+    name, rest = stat.read_text().split("(", 1)[1].rsplit(")", 1)
+    fields = rest.split()
+    return name, int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
 def proc_sample(pid: int) -> ProcSample:
-    # /proc/PID/stat: the command name (field 2) may hold spaces, so split after its ")".
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    _, ticks = _name_and_cpu_ticks(Path(f"/proc/{pid}/stat"))
     status = dict(line.split(":", 1) for line in
                   Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return ProcSample((utime + stime) / CLK_TCK, int(status["Threads"]),
+    return ProcSample(ticks / CLK_TCK, int(status["Threads"]),
                       int(status["VmRSS"].split()[0]) / 1024, engine_cpu_seconds(pid))
 
 
@@ -124,13 +130,11 @@ def engine_cpu_seconds(pid: int) -> float:
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            stat = (task / "stat").read_text()
+            name, ticks = _name_and_cpu_ticks(task / "stat")
         except OSError:  # the thread ended meanwhile
             continue
-        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
         if name.startswith("engine-"):
-            fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
+            total += ticks
     return total / CLK_TCK
 
 
