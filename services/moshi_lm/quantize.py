@@ -12,10 +12,11 @@ scale per output row, ``q = round(w / scale)`` in [-127, 127].
   int8 products accumulated in int32. The fastest CPU path at a batch of 2 or more (its int8
   products cost a quarter of fp32 ones); logits move by about 1% of their range. CPU only.
 - ``BlockedInt8Weight`` (``quantize="int8-weight"`` on CPU): weight-only int8 through this
-  project's kernel (``int8_kernel.cpp``): activations stay float, fp32 arithmetic, each weight
-  byte read once for the whole batch. As fast as ``int8`` at batch 1 (both read the weights at
-  the memory's speed), slower at larger batches (fp32 products), and as close to float as
-  int8 weights allow. Used when the kernel builds on this machine (``int8_kernel.available``).
+  project's kernel (``services/core/kernels/int8_linear.cpp``): activations stay float, fp32
+  arithmetic, each weight byte read once for the whole batch. As fast as ``int8`` at batch 1
+  (both read the weights at the memory's speed), slower at larger batches (fp32 products),
+  and as close to float as int8 weights allow. Used when the kernel builds on this machine
+  (``kernels.available``).
 - ``Int8Weight`` (``quantize="int8-weight"`` elsewhere: CUDA, or CPUs where the kernel does
   not build): the same weights through torch's int8-weight kernel
   (``torch._weight_int8pack_mm``, bf16 activations).
@@ -38,8 +39,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from services.core import kernels
+from services.core.kernels import int8 as int8_kernel
 from services.core.transformer import MultiheadAttention
-from services.moshi_lm import int8_kernel
 
 QUANTIZE_MODES = ("int8", "int8-weight")
 _INT8_ALIGN = 16  # torch._weight_int8pack_mm is wrong for input widths not a multiple of 16
@@ -202,7 +204,7 @@ def quantize_int8(module: nn.Module, mode: str = "int8",
             if weight.device.type != "cpu":
                 raise ValueError("quantize='int8' (dynamic) runs on CPU only; use 'int8-weight'")
             return DynamicInt8Weight(weight)
-        if weight.device.type == "cpu" and int8_kernel.available():
+        if weight.device.type == "cpu" and kernels.available():
             return BlockedInt8Weight(weight)
         if weight.shape[1] % _INT8_ALIGN:
             return None

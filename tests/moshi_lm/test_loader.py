@@ -142,13 +142,13 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_int8_weights_stay_close_to_float(tmp_path):
-    from services.moshi_lm import int8_kernel
+    from services.core import kernels
     from services.moshi_lm.quantize import BlockedInt8Weight, DynamicInt8Weight, Int8Weight
 
     cfg = tiny_config(dim=64, context=16)
     random_checkpoint(tmp_path / "ckpt", cfg)
     outputs = {}
-    weight_only = BlockedInt8Weight if int8_kernel.available() else Int8Weight
+    weight_only = BlockedInt8Weight if kernels.available() else Int8Weight
     for quantize, kind in ((None, None), ("int8", DynamicInt8Weight),
                            ("int8-weight", weight_only)):
         model = load_lm(tmp_path / "ckpt", quantize=quantize)

@@ -1,5 +1,5 @@
-"""The weight-only int8 CPU kernel (services/moshi_lm/int8_kernel.cpp): equal to a plain fp32
-reference for every batch size and for sizes that are not multiples of its block, in fp32 and
+"""The weight-only int8 CPU kernel (services/core/kernels/int8_linear.cpp): equal to a plain
+fp32 reference for every batch size and for sizes that are not multiples of its block, in fp32 and
 bf16, with a bias; the same greedy tokens as the reference on a tiny LM; and the fallback to
 torch's kernels when it is off or cannot be built."""
 
@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from services.moshi_lm import int8_kernel
+from services.core import kernels
+from services.core.kernels import int8 as int8_kernel
 from services.moshi_lm.generate import LMGenerator, SamplingSettings
 from services.moshi_lm.loader import prepare_for_inference
 from services.moshi_lm.model import LMModel
@@ -22,7 +23,7 @@ from services.moshi_lm.quantize import (
 )
 from tests.moshi_lm.conftest import tiny_config
 
-needs_kernel = pytest.mark.skipif(not int8_kernel.available(),
+needs_kernel = pytest.mark.skipif(not kernels.available(),
                                   reason="the int8 kernel does not build on this machine")
 
 
@@ -139,20 +140,21 @@ def test_greedy_tokens_equal_the_reference_path(monkeypatch):
 @pytest.fixture
 def fresh_kernel_state():
     """Each test sees load() decide anew, and later tests too (the build itself is cached)."""
-    int8_kernel.reset()
+    kernels.reset()
     yield
-    int8_kernel.reset()
+    kernels.reset()
 
 
-def test_the_kernel_can_be_turned_off(monkeypatch, fresh_kernel_state):
-    monkeypatch.setenv(int8_kernel.DISABLE_ENV, "0")
+@pytest.mark.parametrize("env", ["MOSHI_CPU_KERNELS", "MOSHI_INT8_KERNEL"])
+def test_the_kernel_can_be_turned_off(monkeypatch, fresh_kernel_state, env):
+    monkeypatch.setenv(env, "0")
     layers = nn.Sequential(nn.Linear(32, 48), nn.Linear(48, 16))
-    with pytest.warns(RuntimeWarning, match="MOSHI_INT8_KERNEL=0"):
+    with pytest.warns(RuntimeWarning, match=f"{env}=0"):
         assert quantize_int8(layers, "int8-weight", torch.float32) == 2
     assert all(isinstance(m.weight, Int8Weight) for m in layers)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # one warning, not one per use
-        assert not int8_kernel.available()
+        assert not kernels.available()
         layers(torch.randn(2, 32))
 
 
@@ -160,7 +162,7 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, fresh_kernel_st
     def broken_build():
         raise OSError("no compiler here")
 
-    monkeypatch.setattr(int8_kernel, "_build", broken_build)
+    monkeypatch.setattr(kernels, "_build", broken_build)
     torch.manual_seed(0)
     with pytest.warns(RuntimeWarning, match="no compiler here"):
         model = prepare_for_inference(LMModel(tiny_config()), "int8-weight")

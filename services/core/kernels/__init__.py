@@ -1,0 +1,111 @@
+"""This project's CPU kernels (C++ with AVX2 + FMA), built at first use into one extension, or
+absent.
+
+Each ``.cpp`` file of this folder defines the functions listed for it in ``SOURCES``; they are
+compiled together with ``torch.utils.cpp_extension.load_inline`` (ninja and a C++ compiler
+needed; the build is cached in torch's extensions directory, so only the first process on a
+machine pays the ~1-2 minutes). When the CPU lacks AVX2/FMA, or the build fails, or
+``MOSHI_CPU_KERNELS=0`` (or the older ``MOSHI_INT8_KERNEL=0``) is set, ``load()`` returns None
+after one warning and every caller keeps torch's kernels: a model always loads and gives the
+same tokens.
+
+The Python side of each kernel (layouts, shape rules, when to use it) is a module next to this
+one: ``int8`` (weight-only int8 linear).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+# source file -> the functions it defines (exported to Python by load_inline)
+SOURCES: dict[str, tuple[str, ...]] = {
+    "int8_linear.cpp": ("int8_linear",),
+}
+DISABLE_ENVS = ("MOSHI_CPU_KERNELS", "MOSHI_INT8_KERNEL")  # "0" in either: never build or use
+_NAME = "moshi_cpu_kernels"
+_CPU_FLAGS = ("avx2", "fma")
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_tried = False
+
+
+def _missing_cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:  # not Linux: trust torch's own dispatch level
+        capability = torch.backends.cpu.get_cpu_capability()
+        return [] if capability in ("AVX2", "AVX512") else list(_CPU_FLAGS)
+    return [flag for flag in _CPU_FLAGS if flag not in flags]
+
+
+def _build() -> ModuleType:
+    from torch.utils import cpp_extension
+
+    missing = _missing_cpu_flags()
+    if missing:
+        raise RuntimeError(f"the CPU lacks {', '.join(missing)}")
+    if not cpp_extension.is_ninja_available():
+        raise RuntimeError("ninja is not installed")
+    folder = Path(__file__).parent
+    sources = [(folder / name).read_text() for name in SOURCES]
+    functions = [f for names in SOURCES.values() for f in names]
+    flags = ["-O3", "-mavx2", "-mfma", "-fopenmp"]  # OpenMP: at::parallel_for's threads
+    return cpp_extension.load_inline(
+        _NAME, cpp_sources=sources, functions=functions, extra_cflags=flags,
+        extra_ldflags=["-fopenmp"], verbose=False)
+
+
+def _disabled_by() -> str | None:
+    return next((env for env in DISABLE_ENVS if os.environ.get(env, "1") == "0"), None)
+
+
+def load() -> ModuleType | None:
+    """The compiled extension, built on the first call; None (after one warning) when it
+    cannot be built here or is disabled by ``MOSHI_CPU_KERNELS=0``."""
+    global _module, _tried
+    with _lock:
+        if not _tried:
+            _tried = True
+            if env := _disabled_by():
+                warnings.warn(f"{env}=0: this project's CPU kernels are off; torch's kernels "
+                              "are used (slower)", RuntimeWarning, stacklevel=2)
+            else:
+                try:
+                    _module = _build()
+                except Exception as error:  # any failure: fall back, never fail the load
+                    log.debug("building the CPU kernels failed", exc_info=True)
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    warnings.warn(f"this project's CPU kernels are unavailable "
+                                  f"({reason[:300]}); torch's kernels are used (slower)",
+                                  RuntimeWarning, stacklevel=2)
+        return _module
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def reset() -> None:
+    """Forget the outcome of ``load`` (tests: the next call checks again)."""
+    global _module, _tried
+    with _lock:
+        _module, _tried = None, False
+
+
+def require() -> ModuleType:
+    """The extension, for callers that checked ``available()``."""
+    module = load()
+    if module is None:
+        raise RuntimeError("this project's CPU kernels are unavailable (see the warning)")
+    return module
