@@ -29,8 +29,14 @@ bound by bandwidth, so B=4 should cost little more than B=1 except for its large
 The README's "Speed" section has the dated tables; times drift by up to 2x between days, the
 fractions much less.
 
-``--stt-streams 1 2 4`` adds Mimi encode_step + STT-1B int8 step per 80 ms frame at that many
-streams (``stt_frame_times`` takes the model objects, so it measures loaded models as well).
+``--stt-streams 1 2 4`` adds Mimi encode_step + STT-1B step (``--stt-mode``, int8 by default)
+per 80 ms frame at that many streams (``stt_frame_times`` takes the model objects, so it
+measures loaded models as well).
+
+Every step is timed with a full KV ring (``fill_ring``: a session past its attention window,
+the steady state of a long session): attention may skip the empty slots, so a few steps of a
+fresh session would time it on a nearly empty ring. ``--fresh-ring`` times the first steps of
+fresh sessions instead.
 
 Memory: a checkpoint of the shape is written (bf16, as Kyutai ships them) and loaded in a
 fresh process; the table gives the process's peak RSS growth during load_lm (peak RSS minus
@@ -125,14 +131,28 @@ def step_gflop(model: LMModel, batch: int) -> float:
     return 2 * batch * sum(t.numel() for t in model.parameters()) / 1e9
 
 
+def fill_ring(state: LMState) -> None:
+    """Makes every session look past its first ``context`` steps: each slot of the KV ring
+    holds one of the last ``capacity`` positions, so attention reads a full window, as in any
+    session longer than the window (60 s for STT-1B). Without it a benchmark of a few steps
+    would time attention over a nearly empty ring, which kernels that skip the empty slots
+    make almost free."""
+    ring = state.transformer
+    ring.positions.copy_(torch.arange(ring.capacity).expand_as(ring.positions))
+    ring.offset.fill_(ring.capacity)
+
+
 def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: list[int],
-               steps: int) -> dict[int, tuple[float, float, float]]:
-    """{batch: (ms per step, GB read per step, GFLOP per step)}."""
+               steps: int, full_ring: bool = True) -> dict[int, tuple[float, float, float]]:
+    """{batch: (ms per step, GB read per step, GFLOP per step)}; ``full_ring``: see
+    ``fill_ring`` (False: the first steps of fresh sessions)."""
     dtype, quantize = MODES[mode]
     generator = LMGenerator(random_model(cfg, dtype, quantize))
     times = {}
     for batch in batches:
         state = generator.init_state(batch, settings)
+        if full_ring:
+            fill_ring(state)
         codes = torch.randint(0, cfg.card, (batch, cfg.num_input_codebooks))
         samples = []
         for i in range(WARMUP + steps):
@@ -147,7 +167,7 @@ def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: li
 
 def stt_frame_times(mimi: MimiModel, generator: LMGenerator, streams: int, frames: int,
                     settings: SamplingSettings | None = None,
-                    warmup: int = WARMUP) -> list[float]:
+                    warmup: int = WARMUP, full_ring: bool = True) -> list[float]:
     """ms per 80 ms frame of the ASR work in process, for ``streams`` sessions batched:
     Mimi ``encode_step`` of one frame, then one LM ``step`` on its codes. Takes the model
     objects, so any Mimi / LM (loaded, random, quantized) can be measured; the real-time factor
@@ -155,6 +175,8 @@ def stt_frame_times(mimi: MimiModel, generator: LMGenerator, streams: int, frame
     codebooks = generator.model.cfg.num_input_codebooks
     encoder = mimi.init_encoder_state(streams)
     state = generator.init_state(streams, settings or SamplingSettings.greedy())
+    if full_ring:
+        fill_ring(state)
     pcm = 0.1 * torch.randn(streams, 1, mimi.frame_size * (warmup + frames),
                             generator=torch.Generator().manual_seed(0))
     samples = []
@@ -168,14 +190,18 @@ def stt_frame_times(mimi: MimiModel, generator: LMGenerator, streams: int, frame
     return samples
 
 
-def stt_frame_table(streams: list[int], frames: int) -> None:
-    """Real-time factor of Mimi encoder + STT-1B int8 LM step at each number of streams."""
+def stt_frame_table(streams: list[int], frames: int, mode: str = "int8",
+                    full_ring: bool = True) -> None:
+    """Real-time factor of Mimi encoder + STT-1B LM step (``mode``) at each number of streams."""
     cfg, settings = SHAPES["stt_1b"]
     mimi = build_random_mimi("mimi_202407", seed=0, num_codebooks=cfg.num_input_codebooks)
-    generator = LMGenerator(random_model(cfg, torch.bfloat16, "int8"))
-    print(f"\nMimi encode_step + STT-1B int8 step per {FRAME_MS} ms frame (median of {frames})")
+    generator = LMGenerator(random_model(cfg, *MODES[mode]))
+    ring = "full" if full_ring else "fresh"
+    print(f"\nMimi encode_step + STT-1B {mode} step per {FRAME_MS} ms frame, {ring} KV ring "
+          f"(median of {frames})")
     for n in streams:
-        ms = statistics.median(stt_frame_times(mimi, generator, n, frames, settings))
+        ms = statistics.median(stt_frame_times(mimi, generator, n, frames, settings,
+                                               full_ring=full_ring))
         print(f"streams {n:2}: {ms:7.1f} ms per frame, real-time factor {ms / FRAME_MS:5.2f}",
               flush=True)
 
@@ -229,6 +255,11 @@ def main() -> None:
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--stt-streams", nargs="*", type=int, default=[],
                         help="also time Mimi encoder + STT-1B int8 per frame at these streams")
+    parser.add_argument("--stt-mode", default="int8", choices=list(MODES),
+                        help="the LM mode of --stt-streams")
+    parser.add_argument("--fresh-ring", action="store_true",
+                        help="time the first steps of fresh sessions (a nearly empty KV ring) "
+                             "instead of sessions past their attention window")
     parser.add_argument("--load-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -238,7 +269,7 @@ def main() -> None:
     if not args.no_speed:
         speed_table(args, measure())
     if args.stt_streams:
-        stt_frame_table(args.stt_streams, args.steps)
+        stt_frame_table(args.stt_streams, args.steps, args.stt_mode, not args.fresh_ring)
     if not args.no_memory:
         print("\npeak memory of loading (checkpoint stored bf16)")
         for shape in args.shapes:
@@ -250,13 +281,16 @@ def main() -> None:
 
 def speed_table(args: argparse.Namespace, roof: Roofline) -> None:
     print(roof.describe())
-    print(f"ms per streaming step, {args.threads} threads (median of {args.steps}); per batch: "
+    ring = "fresh sessions" if args.fresh_ring else "sessions past their attention window"
+    print(f"ms per streaming step of {ring}, {args.threads} threads (median of {args.steps}); "
+          "per batch: "
           "ms, GB/s of weights + KV ring read, fraction of the roofline limit")
     print(f"{'shape':8} {'mode':11} " + " ".join(f"{f'B={b}':>24}" for b in args.batches))
     for shape in args.shapes:
         cfg, settings = SHAPES[shape]
         for mode in args.modes:
-            times = time_steps(cfg, settings, mode, args.batches, args.steps)
+            times = time_steps(cfg, settings, mode, args.batches, args.steps,
+                               not args.fresh_ring)
             dtype = torch.float32 if mode == "float32" else torch.bfloat16
             bandwidth_only = MODES[mode][1] is not None  # int8: see the module docstring
             cells = [f"{ms:7.1f} {roof.row(ms, gb, 0.0 if bandwidth_only else gf, dtype)}"
