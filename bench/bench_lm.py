@@ -13,7 +13,7 @@ Shapes (random weights, 2 threads):
 Modes: float32, bfloat16 (compute dtype), int8 (``load_lm(quantize="int8")``: dynamic int8
 for the temporal transformer and text head, bf16 elsewhere) and int8-weight (int8 weights,
 bf16 activations: this project's weight-only kernel on CPU when it builds); int8-weight-fp32
-is int8-weight with float32 activations and KV ring.
+and int8-fp32 are int8-weight and int8 with float32 activations and KV ring.
 
 Each timing runs WARMUP steps, then the median of STEPS steps (the CPU is often shared: the
 median resists other jobs' bursts). On a CPU shared with other jobs, two OpenMP threads that
@@ -87,7 +87,8 @@ MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
          "int8": (torch.bfloat16, "int8"), "int8-weight": (torch.bfloat16, "int8-weight"),
          # float32 activations and KV ring: on CPUs without bf16 arithmetic (AVX2 only) torch's
          # bf16 attention is far slower than fp32, which doubles the ring's bytes instead
-         "int8-weight-fp32": (torch.float32, "int8-weight")}
+         "int8-weight-fp32": (torch.float32, "int8-weight"),
+         "int8-fp32": (torch.float32, "int8")}
 WARMUP, STEPS = 3, 10
 
 

@@ -45,6 +45,7 @@ from services.wiring import (
     OptionsError,
     build_services,
     close_all,
+    dtype_warning,
     http_routes,
     serving_threads,
     set_threads,
@@ -216,6 +217,8 @@ def serve(host, port, http_port, open_page, service_list, hf_repo, mimi_checkpoi
 
     set_threads(threads or serving_threads(device))
     names = _parse_services(service_list)
+    if warning := dtype_warning(device, dtype):
+        click.echo(warning, err=True)
     _check_port(host, port)  # before the models load
     if http_port is not None:
         _check_port(host, http_port, "--http-port")

@@ -51,3 +51,31 @@ def test_a_cpu_server_leaves_a_core_to_grpc(monkeypatch):
         assert serving_threads("cpu") == expected
     assert serving_threads("cuda") is None
     assert serving_threads("cuda:1") is None
+
+
+def test_bf16_on_a_cpu_without_bf16_arithmetic_is_warned_about(monkeypatch):
+    from services.core import kernels
+    from services.wiring import dtype_warning
+
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    warning = dtype_warning("cpu", "bfloat16")
+    assert warning.startswith("warning: --dtype bfloat16") and "\n" not in warning
+    assert dtype_warning("cpu", "float32") is None
+    assert dtype_warning("cuda", "bfloat16") is None
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert dtype_warning("cpu", "bfloat16") is None
+
+
+def test_serve_prints_the_dtype_warning(monkeypatch):
+    import cli.serve
+
+    monkeypatch.setattr(cli.serve, "dtype_warning", lambda device, dtype: f"warning: {dtype}")
+    # A port already taken stops serve right after the warning, before any model loads.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["serve", "--port", str(port), "--dtype", "bfloat16"])
+    assert "warning: bfloat16" in result.output, result.output

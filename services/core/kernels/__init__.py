@@ -15,6 +15,7 @@ one: ``int8`` (weight-only int8 linear).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -38,12 +39,27 @@ _module: ModuleType | None = None
 _tried = False
 
 
-def _missing_cpu_flags() -> list[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo; None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:  # not Linux: trust torch's own dispatch level
+            return frozenset(next((line.split(":", 1)[1].split() for line in f
+                                   if line.startswith("flags")), []))
+    except OSError:
+        return None
+
+
+def has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX). Without it torch's
+    bf16 matrix products and attention are emulated, far slower than float32."""
+    flags = cpu_flags()
+    return flags is not None and bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _missing_cpu_flags() -> list[str]:
+    flags = cpu_flags()
+    if flags is None:  # not Linux: trust torch's own dispatch level
         capability = torch.backends.cpu.get_cpu_capability()
         return [] if capability in ("AVX2", "AVX512") else list(_CPU_FLAGS)
     return [flag for flag in _CPU_FLAGS if flag not in flags]
