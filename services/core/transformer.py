@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from services.core.kernels.attention import attend
 from services.core.streaming import StreamingState, _broadcast_mask
 
 
@@ -153,7 +154,7 @@ class MultiheadAttention(nn.Module):
         else:  # one rotation call for q and k: fewer small ops on the per-step path
             (q, k), v = apply_rope(qkv[:, :, :2], rope).unbind(dim=2), qkv[:, :, 2]
         keys, values = cache.write(k, v)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, cache.mask)
+        out = attend(q.transpose(1, 2), keys, values, cache.mask)
         return F.linear(out.transpose(1, 2).reshape(batch, steps, dim), w_out)
 
 
@@ -173,7 +174,7 @@ class CrossAttention(MultiheadAttention):
     def forward(self, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:  # type: ignore[override]
         batch, steps, dim = x.shape
         q = F.linear(x, self.in_proj_weight[:dim]).view(batch, steps, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values)
+        out = attend(q.transpose(1, 2), keys, values)
         return self.out_proj(out.transpose(1, 2).reshape(batch, steps, dim))
 
 

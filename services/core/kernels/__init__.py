@@ -10,7 +10,8 @@ after one warning and every caller keeps torch's kernels: a model always loads a
 same tokens.
 
 The Python side of each kernel (layouts, shape rules, when to use it) is a module next to this
-one: ``int8`` (weight-only int8 linear).
+one: ``int8`` (weight-only int8 linear), ``attention`` (few-query attention over the
+ring KV cache).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 # source file -> the functions it defines (exported to Python by load_inline)
 SOURCES: dict[str, tuple[str, ...]] = {
     "int8_linear.cpp": ("int8_linear",),
+    "ring_attention.cpp": ("ring_attention",),
 }
 DISABLE_ENVS = ("MOSHI_CPU_KERNELS", "MOSHI_INT8_KERNEL")  # "0" in either: never build or use
 _NAME = "moshi_cpu_kernels"
