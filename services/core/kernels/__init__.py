@@ -10,11 +10,12 @@ after one warning and every caller keeps torch's kernels: a model always loads a
 same tokens.
 
 The Python side of each kernel (layouts, shape rules, when to use it) is a module next to this
-one: ``int8`` (weight-only int8 linear).
+one: ``int8`` (weight-only int8 linear), ``float_linear`` (fp32 linear at a few rows).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ import torch
 # source file -> the functions it defines (exported to Python by load_inline)
 SOURCES: dict[str, tuple[str, ...]] = {
     "int8_linear.cpp": ("int8_linear",),
+    "float_linear.cpp": ("float_linear",),
 }
 DISABLE_ENVS = ("MOSHI_CPU_KERNELS", "MOSHI_INT8_KERNEL")  # "0" in either: never build or use
 _NAME = "moshi_cpu_kernels"
@@ -61,8 +63,12 @@ def _build() -> ModuleType:
     sources = [(folder / name).read_text() for name in SOURCES]
     functions = [f for names in SOURCES.values() for f in names]
     flags = ["-O3", "-mavx2", "-mfma", "-fopenmp"]  # OpenMP: at::parallel_for's threads
+    # The name carries a hash of the sources: checkouts with other kernels (or an upgrade)
+    # share torch's build cache, and one build directory per name would let a process load
+    # another checkout's module, or rebuild it under a running one.
+    digest = hashlib.sha256("\0".join(sources + functions + flags).encode()).hexdigest()[:12]
     return cpp_extension.load_inline(
-        _NAME, cpp_sources=sources, functions=functions, extra_cflags=flags,
+        f"{_NAME}_{digest}", cpp_sources=sources, functions=functions, extra_cflags=flags,
         extra_ldflags=["-fopenmp"], verbose=False)
 
 

@@ -1,0 +1,70 @@
+"""The fp32 linear of ``float_linear.cpp`` for a few rows, on torch's own [N, K] weights.
+
+``linear(x, weight, bias)`` is ``F.linear`` and ``addmm(bias, x, weight, beta, alpha)`` is
+``torch.addmm(bias, x, weight.t(), beta=beta, alpha=alpha)``; both take the kernel when it
+wins (CPU, float32, at most ``MAX_ROWS`` rows of x, no autograd, kernels built) and torch
+otherwise, so callers need no second path. Results equal torch's to fp32 rounding (another
+summation order), independent of the thread count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+from torch.nn import functional as F
+
+from services.core import kernels
+
+# Rows of x up to which the kernel beats torch's GEMM on an AVX2 CPU (measured: see
+# the commit introducing it); above, torch's blocked GEMM reuses each weight better.
+MAX_ROWS = 8
+
+_module = None  # the extension once known to be there (saves the lock on every call)
+
+
+def _kernel():
+    global _module
+    if _module is None and kernels.available():
+        _module = kernels.require()
+    return _module
+
+
+def reset() -> None:
+    """Forget the cached extension (tests that turn the kernels off)."""
+    global _module
+    _module = None
+
+
+_PLAIN = (Tensor, Parameter)
+
+
+def _usable(x: Tensor, weight: Tensor) -> bool:
+    # Plain tensors only: the LM's int8 / bf16 weights are subclasses with their own F.linear.
+    return (type(weight) in _PLAIN and type(x) is Tensor and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not x.is_cuda and not weight.is_cuda
+            and x.dim() >= 1 and x.numel() <= MAX_ROWS * x.shape[-1]
+            and weight.dim() == 2 and weight.stride(1) == 1
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``, through the kernel at a few rows."""
+    if _usable(x, weight) and (bias is None or not (bias.requires_grad
+                                                    and torch.is_grad_enabled())):
+        module = _kernel()
+        if module is not None:
+            return module.float_linear(x, weight, bias, 1.0, 1.0)
+    return F.linear(x, weight, bias)
+
+
+def addmm(bias: Tensor, x: Tensor, weight: Tensor, beta: float = 1.0,
+          alpha: float = 1.0) -> Tensor:
+    """``torch.addmm(bias, x, weight.t(), beta=beta, alpha=alpha)`` for bias [N], x [M, K] and
+    weight [N, K], through the kernel at a few rows."""
+    if _usable(x, weight) and bias.dim() == 1 and bias.dtype == torch.float32 and \
+            not (torch.is_grad_enabled() and bias.requires_grad):
+        module = _kernel()
+        if module is not None:
+            return module.float_linear(x, weight, bias, beta, alpha)
+    return torch.addmm(bias, x, weight.t(), beta=beta, alpha=alpha)
