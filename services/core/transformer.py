@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from services.core.kernels.attention import attend
+from services.core.kernels.float_linear import linear
 from services.core.streaming import StreamingState, _broadcast_mask
 
 
@@ -129,6 +130,12 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     return rotated if rotated.dtype == x.dtype else rotated.to(x.dtype)
 
 
+def _apply(module: nn.Linear, x: Tensor) -> Tensor:
+    """``module(x)`` through ``linear``: this project's kernel at a few fp32 rows (a streaming
+    step), where torch's GEMM is slow; torch's own ``F.linear`` otherwise."""
+    return linear(x, module.weight, module.bias)
+
+
 class MultiheadAttention(nn.Module):
     """Self-attention with a fused [q; k; v] in-projection and no biases. With several weight
     sets, both projections are stored stacked and sliced per step."""
@@ -148,14 +155,14 @@ class MultiheadAttention(nn.Module):
         if self.weight_sets > 1:
             w_in = w_in.view(self.weight_sets, 3 * dim, dim)[weight_index]
             w_out = w_out.view(self.weight_sets, dim, dim)[weight_index]
-        qkv = F.linear(x, w_in).view(batch, steps, 3, self.num_heads, -1)
+        qkv = linear(x, w_in).view(batch, steps, 3, self.num_heads, -1)
         if rope is None:
             q, k, v = qkv.unbind(dim=2)
         else:  # one rotation call for q and k: fewer small ops on the per-step path
             (q, k), v = apply_rope(qkv[:, :, :2], rope).unbind(dim=2), qkv[:, :, 2]
         keys, values = cache.write(k, v)
         out = attend(q.transpose(1, 2), keys, values, cache.mask)
-        return F.linear(out.transpose(1, 2).reshape(batch, steps, dim), w_out)
+        return linear(out.transpose(1, 2).reshape(batch, steps, dim), w_out)
 
 
 class CrossAttention(MultiheadAttention):
@@ -173,9 +180,9 @@ class CrossAttention(MultiheadAttention):
 
     def forward(self, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:  # type: ignore[override]
         batch, steps, dim = x.shape
-        q = F.linear(x, self.in_proj_weight[:dim]).view(batch, steps, self.num_heads, -1)
+        q = linear(x, self.in_proj_weight[:dim]).view(batch, steps, self.num_heads, -1)
         out = attend(q.transpose(1, 2), keys, values)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, steps, dim))
+        return _apply(self.out_proj, out.transpose(1, 2).reshape(batch, steps, dim))
 
 
 class GatedFFN(nn.Module):
@@ -187,8 +194,8 @@ class GatedFFN(nn.Module):
         self.linear_out = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        a, b = self.linear_in(x).chunk(2, dim=-1)
-        return self.linear_out(F.silu(a) * b)
+        a, b = _apply(self.linear_in, x).chunk(2, dim=-1)
+        return _apply(self.linear_out, F.silu(a) * b)
 
 
 class TransformerLayer(nn.Module):
@@ -224,7 +231,7 @@ class TransformerLayer(nn.Module):
 
     def feed_forward(self, x: Tensor, weight_index: int) -> Tensor:
         if hasattr(self, "linear1"):
-            return self.linear2(F.gelu(self.linear1(x)))
+            return _apply(self.linear2, F.gelu(_apply(self.linear1, x)))
         if isinstance(self.gating, nn.ModuleList):
             return self.gating[weight_index](x)
         return self.gating(x)

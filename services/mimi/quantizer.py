@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from services.core.kernels.float_linear import addmm, linear
+
 
 @dataclasses.dataclass(frozen=True)
 class QuantizerConfig:
@@ -54,8 +56,8 @@ class Codebook(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """x [..., dim] -> index of the nearest centroid (Euclidean) [...]."""
         # argmin |x - c|^2 = argmin |c|^2 - 2 x.c  (|x|^2 is the same for every c)
-        return torch.addmm(self.squared_norms, x.reshape(-1, x.shape[-1]), self.centroids.t(),
-                           alpha=-2).argmin(dim=-1).view(x.shape[:-1])
+        return addmm(self.squared_norms, x.reshape(-1, x.shape[-1]), self.centroids,
+                     alpha=-2).argmin(dim=-1).view(x.shape[:-1])
 
     def decode(self, codes: Tensor) -> Tensor:
         return F.embedding(codes, self.centroids)
@@ -103,11 +105,11 @@ class ResidualVectorQuantizer(nn.Module):
 
     def encode(self, z: Tensor, n: int) -> Tensor:
         """z [B, T, input_dimension] -> codes [B, n, T]."""
-        return self.vq.encode(F.linear(z, self.input_proj.weight[..., 0]), n)
+        return self.vq.encode(linear(z, self.input_proj.weight[..., 0]), n)
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes [B, n, T] -> [B, T, output_dimension]."""
-        return F.linear(self.vq.decode(codes), self.output_proj.weight[..., 0])
+        return linear(self.vq.decode(codes), self.output_proj.weight[..., 0])
 
 
 class SplitResidualVectorQuantizer(nn.Module):

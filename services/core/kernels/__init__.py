@@ -10,13 +10,14 @@ after one warning and every caller keeps torch's kernels: a model always loads a
 same tokens.
 
 The Python side of each kernel (layouts, shape rules, when to use it) is a module next to this
-one: ``int8`` (weight-only int8 linear), ``attention`` (few-query attention over the
-ring KV cache).
+one: ``int8`` (weight-only int8 linear), ``float_linear`` (fp32 linear at a few rows),
+``attention`` (few-query attention over the ring KV cache).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import threading
@@ -30,6 +31,7 @@ import torch
 SOURCES: dict[str, tuple[str, ...]] = {
     "int8_linear.cpp": ("int8_linear",),
     "ring_attention.cpp": ("ring_attention",),
+    "float_linear.cpp": ("float_linear",),
 }
 DISABLE_ENVS = ("MOSHI_CPU_KERNELS", "MOSHI_INT8_KERNEL")  # "0" in either: never build or use
 _NAME = "moshi_cpu_kernels"
@@ -76,12 +78,19 @@ def _build() -> ModuleType:
     if not cpp_extension.is_ninja_available():
         raise RuntimeError("ninja is not installed")
     folder = Path(__file__).parent
+    # One translation unit: the files' helpers must not repeat (shared ones are in simd.h).
     sources = [(folder / name).read_text() for name in SOURCES]
+    headers = [path.read_text() for path in sorted(folder.glob("*.h"))]
     functions = [f for names in SOURCES.values() for f in names]
     flags = ["-O3", "-mavx2", "-mfma", "-fopenmp"]  # OpenMP: at::parallel_for's threads
+    # The name carries a hash of the sources: checkouts with other kernels (or an upgrade)
+    # share torch's build cache, and one build directory per name would let a process load
+    # another checkout's module, or rebuild it under a running one.
+    digest = hashlib.sha256("\0".join(sources + headers + functions + flags).encode())
     return cpp_extension.load_inline(
-        _NAME, cpp_sources=sources, functions=functions, extra_cflags=flags,
-        extra_ldflags=["-fopenmp"], verbose=False)
+        f"{_NAME}_{digest.hexdigest()[:12]}", cpp_sources=sources, functions=functions,
+        extra_cflags=flags, extra_include_paths=[str(folder)], extra_ldflags=["-fopenmp"],
+        verbose=False)
 
 
 def _disabled_by() -> str | None:

@@ -24,6 +24,8 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include "simd.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -42,9 +44,6 @@ constexpr int LINE_K = 64 / BLOCK;  // k per cache line of a block
 // bandwidth on 2 threads, 48 lines (with the larger chunks below) at ~0.8-0.85.
 constexpr int64_t PREFETCH_K = 48 * LINE_K;
 
-// Loops over the accumulators must be unrolled before gcc's scalar replacement, or the
-// accumulators live in memory and are stored at every k.
-#define UNROLLED _Pragma("GCC unroll 16")
 
 // Weights of column k of a block as two fp32 vectors (lanes 0..7 and 8..15).
 inline void load_weights(const int8_t* w, __m256& lo, __m256& hi) {
