@@ -101,22 +101,28 @@ def load() -> ModuleType | None:
     """The compiled extension, built on the first call; None (after one warning) when it
     cannot be built here or is disabled by ``MOSHI_CPU_KERNELS=0``."""
     global _module, _tried
+    if _tried:  # decided: no lock, since the kernels ask at every layer of every step
+        return _module
     with _lock:
         if not _tried:
-            _tried = True
-            if env := _disabled_by():
-                warnings.warn(f"{env}=0: this project's CPU kernels are off; torch's kernels "
-                              "are used (slower)", RuntimeWarning, stacklevel=2)
-            else:
-                try:
-                    _module = _build()
-                except Exception as error:  # any failure: fall back, never fail the load
-                    log.debug("building the CPU kernels failed", exc_info=True)
-                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                    warnings.warn(f"this project's CPU kernels are unavailable "
-                                  f"({reason[:300]}); torch's kernels are used (slower)",
-                                  RuntimeWarning, stacklevel=2)
+            _module = _decide()
+            _tried = True  # after _module: a reader that sees True sees the outcome
         return _module
+
+
+def _decide() -> ModuleType | None:
+    if env := _disabled_by():
+        warnings.warn(f"{env}=0: this project's CPU kernels are off; torch's kernels are used "
+                      "(slower)", RuntimeWarning, stacklevel=3)
+        return None
+    try:
+        return _build()
+    except Exception as error:  # any failure: fall back, never fail the load
+        log.debug("building the CPU kernels failed", exc_info=True)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        warnings.warn(f"this project's CPU kernels are unavailable ({reason[:300]}); torch's "
+                      "kernels are used (slower)", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def available() -> bool:

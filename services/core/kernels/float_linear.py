@@ -22,12 +22,6 @@ from services.core import kernels
 MAX_ROWS = 8
 
 
-def _kernel():
-    # The loader's outcome without its lock once it is decided (this runs hundreds of times
-    # per frame); ``kernels.reset()`` makes it decide again.
-    return kernels._module if kernels._tried else kernels.load()
-
-
 _PLAIN = (Tensor, Parameter)
 
 
@@ -44,7 +38,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(x, weight, bias)``, through the kernel at a few rows."""
     if _usable(x, weight) and (bias is None or not (bias.requires_grad
                                                     and torch.is_grad_enabled())):
-        module = _kernel()
+        module = kernels.load()
         if module is not None:
             return module.float_linear(x, weight, bias, 1.0, 1.0)
     return F.linear(x, weight, bias)
@@ -56,7 +50,7 @@ def addmm(bias: Tensor, x: Tensor, weight: Tensor, beta: float = 1.0,
     weight [N, K], through the kernel at a few rows."""
     if _usable(x, weight) and bias.dim() == 1 and bias.dtype == torch.float32 and \
             not (torch.is_grad_enabled() and bias.requires_grad):
-        module = _kernel()
+        module = kernels.load()
         if module is not None:
             return module.float_linear(x, weight, bias, beta, alpha)
     return torch.addmm(bias, x, weight.t(), beta=beta, alpha=alpha)
