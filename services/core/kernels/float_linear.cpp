@@ -20,7 +20,6 @@
 #include "simd.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -159,23 +158,15 @@ at::Tensor float_linear(const at::Tensor& x, const at::Tensor& weight,
   const int64_t ldw = weight.stride(0);
   const float a = static_cast<float>(alpha), b = static_cast<float>(beta);
   if (M > 0 && N > 0) {
-    // Chunks of ~64 KB of weights (a multiple of 12 rows: whole groups of 3 and 4), claimed
-    // one at a time: on a shared CPU a thread that loses its core delays only its current
-    // chunk. Weights under ~256 KB are not worth waking a second thread for.
+    // Chunks of ~64 KB of weights (a multiple of 12 rows: whole groups of 3 and 4). Weights
+    // under ~256 KB are not worth waking a second thread for.
     const int64_t chunk = std::max<int64_t>(12, (64 << 10) / (K * 4) / 12 * 12);
     const int64_t chunks = (N + chunk - 1) / chunk;
-    std::atomic<int64_t> next_chunk{0};
-    const auto run_chunks = [&](int64_t, int64_t) {
-      for (int64_t c = next_chunk++; c < chunks; c = next_chunk++)
-        rows_range(c * chunk, std::min(N, (c + 1) * chunk), M, w, ldw, xs, K, a, b, bs, ys, N);
-    };
     const bool small = N * K * 4 < (256 << 10);
-    const int64_t threads = small ? 1 : std::min<int64_t>(at::get_num_threads(), chunks);
-    if (threads <= 1) {
-      run_chunks(0, 1);
-    } else {
-      at::parallel_for(0, threads, 1, run_chunks);  // one task per thread, each pulls chunks
-    }
+    claim_in_parallel(chunks, small ? 1 : at::get_num_threads(), [&](const auto& claim) {
+      for (int64_t c = claim(); c < chunks; c = claim())
+        rows_range(c * chunk, std::min(N, (c + 1) * chunk), M, w, ldw, xs, K, a, b, bs, ys, N);
+    });
   }
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = N;

@@ -27,7 +27,6 @@
 #include "simd.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -164,14 +163,11 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   const float* sc = scales.data_ptr<float>();
   const float* bs = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
   float* ys = y.data_ptr<float>();
-  // Work is split over output blocks in chunks of at least ~256 KB of weights, which the
-  // threads claim one at a time: on a shared CPU a thread that loses its core then delays
-  // only its current chunk, not a fixed half of the layer (a static split waits for it).
+  // Work is split over output blocks in chunks of at least ~256 KB of weights.
   const int64_t chunk = std::max<int64_t>(1, (256 << 10) / (K * BLOCK));
   const int64_t chunks = (blocks + chunk - 1) / chunk;
-  std::atomic<int64_t> next_chunk{0};
-  const auto run_chunks = [&](int64_t, int64_t) {
-    for (int64_t c = next_chunk++; c < chunks; c = next_chunk++) {
+  claim_in_parallel(chunks, at::get_num_threads(), [&](const auto& claim) {
+    for (int64_t c = claim(); c < chunks; c = claim()) {
       for (int64_t b = c * chunk; b < std::min(blocks, (c + 1) * chunk); ++b) {
         const int64_t n0 = b * BLOCK;
         const int64_t valid = std::min(BLOCK, out_features - n0);
@@ -183,13 +179,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
         }
       }
     }
-  };
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunks);
-  if (threads <= 1) {
-    run_chunks(0, 1);
-  } else {
-    at::parallel_for(0, threads, 1, run_chunks);  // one task per thread, each pulls chunks
-  }
+  });
 
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out_features;

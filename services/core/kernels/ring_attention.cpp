@@ -7,7 +7,7 @@
 // torch's flash attention reads the whole ring (masked slots included), which early in a
 // session is mostly empty; here a slot that no query of the step may see is never read.
 //
-// Work per (b, h), split over threads like int8_linear.cpp (an atomic task counter):
+// Work per (b, h), claimed by the threads one pair at a time (claim_in_parallel, simd.h):
 //   1. one pass over the allowed key rows: each row is loaded once and dotted with all T
 //      queries (the queries stay in L1);
 //   2. per query, a stable softmax in fp32 over its allowed scores (max-subtract, exp, sum);
@@ -26,7 +26,6 @@
 #include "simd.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -248,13 +247,11 @@ at::Tensor ring_attention(const at::Tensor& q_in, const at::Tensor& keys_in,
   float* op = out.data_ptr<float>();
   const float sc = static_cast<float>(scale);
   const int64_t tasks = B * H;
-  // One (b, h) per task (~C * D * 8 bytes of K and V when the ring is full), claimed one at a
-  // time: on a shared CPU a thread that loses its core delays only its current pair.
-  std::atomic<int64_t> next_task{0};
-  const auto run_tasks = [&](int64_t, int64_t) {
+  // One (b, h) per task (~C * D * 8 bytes of K and V when the ring is full).
+  claim_in_parallel(tasks, at::get_num_threads(), [&](const auto& claim) {
     Scratch scratch{std::vector<float>(T * D), std::vector<float>(T * C),
                     std::vector<uint8_t>(C), std::vector<float>(T * D)};
-    for (int64_t i = next_task++; i < tasks; i = next_task++) {
+    for (int64_t i = claim(); i < tasks; i = claim()) {
       const int64_t b = i / H, h = i % H;
       const Head hd{qp + b * q.stride(0) + h * q.stride(1), q.stride(2),
                     kp + b * keys.stride(0) + h * keys.stride(1),
@@ -264,12 +261,6 @@ at::Tensor ring_attention(const at::Tensor& q_in, const at::Tensor& keys_in,
                     op + (b * T * H + h) * D, H * D};
       attend_any(T, hd, C, D, sc, scratch);
     }
-  };
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), tasks);
-  if (threads <= 1) {
-    run_tasks(0, 1);
-  } else {
-    at::parallel_for(0, threads, 1, run_tasks);  // one task per thread, each pulls pairs
-  }
+  });
   return out;
 }
