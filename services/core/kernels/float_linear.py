@@ -16,10 +16,12 @@ from torch.nn import functional as F
 
 from services.core import kernels
 
-# Rows of x up to which the kernel beats torch's GEMM on an AVX2 CPU (measured on 1 thread,
-# [512, 2048]-[2048, 6144] weights: 2.0-2.9x faster at 2-4 rows, 1.6-2.0x at 8); each 4 rows
+# Rows of x up to which the kernel beats torch's GEMM on an AVX2 CPU. On 1 thread: 2.0-2.9x
+# faster at 2-4 rows and 1.6-2.0x at 8 ([512, 2048]-[2048, 6144] weights); at 16 rows still
+# 1.1-1.7x (2026-12-03, [16, 512]..[16, 3072] x 512..6144 outputs), narrowing as each 4 rows
 # more take one more pass over the weights, where torch's blocked GEMM reuses them better.
-MAX_ROWS = 8
+# On 2 threads the gap is wider: torch's GEMM at few rows barely uses the second one.
+MAX_ROWS = 16
 
 
 _PLAIN = (Tensor, Parameter)

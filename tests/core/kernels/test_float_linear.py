@@ -27,7 +27,7 @@ def kernel(x, weight, bias=None, beta=1.0, alpha=1.0):
 
 
 @needs_kernel
-@pytest.mark.parametrize("rows", range(1, 11))
+@pytest.mark.parametrize("rows", [*range(1, 11), 13, 16, 17])
 @pytest.mark.parametrize("out, features", [(37, 29), (16, 64), (101, 301), (1, 5), (33, 1),
                                            (515, 263), (2048, 512)])
 @pytest.mark.parametrize("with_bias", [False, True])
