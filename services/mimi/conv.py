@@ -9,8 +9,16 @@ input [L, C] as blocks [L / s, s * C] (a free view), and
 
     y[t] = sum_m  X[t + m] @ W_m          (n GEMMs, W_m = kernel taps m*s .. m*s + s - 1)
 
+A conv with a large weight (the coarse layers: >= ``WINDOWED_MIN_WEIGHTS`` values) runs at a
+few rows per streaming frame, where a step is bound by reading the weight once and torch's GEMM
+is far from that bound. Those keep the weight as [C_out, kernel, C_in] and take each output
+step's input window x[t s .. t s + kernel) as one row (a small copy: a few rows), so the whole
+conv is one ``linear`` on [C_out, kernel * C_in]: this project's few-row kernel in a streaming
+step, torch's GEMM on longer calls.
+
 A transposed conv with kernel 2 s is one GEMM giving two blocks per input step; block 0 lands on
 the step itself and block 1 on the next one (overlap-add, the pending block kept in the state).
+Its weight is kept as [2 s * C_out, C_in], the layout of a ``linear``, for the same reason.
 
 The batch is folded into the GEMM rows: the padded inputs of all sessions are one contiguous
 [B * R, s * C] matrix; rows that straddle two sessions are computed and thrown away. Convs with
@@ -25,10 +33,15 @@ import torch
 from torch import Tensor, nn
 
 from services.core.conv import CausalConv1d, CausalConvTranspose1d, ConvState, ConvTransposeState
+from services.core.kernels.float_linear import linear
 from services.core.streaming import masked_update
 
 # Convs with fewer output channels than this run their GEMMs transposed (TimeMajorConv1d._gemm_sum).
 NARROW_OUT = 16
+# Convs (kernel > 1, dilation 1) with at least this many weights run as one linear over input
+# windows. In Mimi these are the layers after the last two downsamplings (and the decoder's
+# first): 2-16 rows per frame, 6-34 MB of weights each, over half the codec's weight bytes.
+WINDOWED_MIN_WEIGHTS = 1 << 20
 
 
 def elu(x: Tensor, inplace: bool = False) -> Tensor:
@@ -85,13 +98,16 @@ class TimeMajorConv1d(CausalConv1d):
                              f"of the stride, got kernel {kernel} stride {self.stride}")
         self.taps = kernel // self.stride if self.stride > 1 else kernel
         self.tap_offset = 1 if self.stride > 1 else dilation  # in blocks
-        self._weight = _TimeMajorWeight(self, conv.weight, (2, 1, 0))
+        self.windowed = kernel > 1 and dilation == 1 and \
+            conv.weight.numel() >= WINDOWED_MIN_WEIGHTS
+        self._weight = _TimeMajorWeight(self, conv.weight,
+                                        (0, 2, 1) if self.windowed else (2, 1, 0))
 
-    def matrices(self) -> Tensor:
-        """Taps grouped by block: [n_blocks, s * C_in, C_out], row r * C_in + c of block m
-        holding tap m * s + r of channel c."""
+    def window_matrix(self) -> Tensor:
+        """A windowed conv's weight as a linear's: [C_out, kernel * C_in], column k * C_in + c
+        holding tap k of channel c."""
         weight = self.inner.weight
-        return self._weight.matrix(weight).view(self.taps, -1, weight.shape[0])
+        return self._weight.matrix(weight).view(weight.shape[0], -1)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> ConvState:
@@ -108,8 +124,11 @@ class TimeMajorConv1d(CausalConv1d):
 
     def _conv(self, x: Tensor) -> Tensor:
         """Valid (unpadded) conv of x [B, L, C_in] -> [B, (L - pad) / s, C_out]."""
+        if self.windowed:
+            return self._windowed_conv(x)
         batch = x.shape[0]
-        weight = self.matrices()
+        weight = self._weight.matrix(self.inner.weight).view(self.taps, -1,
+                                                             self.inner.out_channels)
         rows = x.reshape(-1, weight.shape[1])  # [B * R, s * C_in]: blocks of s steps
         per_session = rows.shape[0] // batch
         reach = (self.taps - 1) * self.tap_offset  # extra rows each output row reads
@@ -128,6 +147,18 @@ class TimeMajorConv1d(CausalConv1d):
         out = out.as_strided((batch, per_session - reach, out.shape[1]),
                              (per_session * out.stride(0), out.stride(0), out.stride(1)))
         return out.contiguous()
+
+    def _windowed_conv(self, x: Tensor) -> Tensor:
+        batch, length, channels = x.shape
+        kernel = self.inner.kernel_size[0]
+        steps = (length - kernel) // self.stride + 1
+        x = x.contiguous()
+        # Window t is x[t s : t s + kernel], kernel * C_in consecutive values of x: the rows
+        # overlap, so the reshape copies them once.
+        windows = x.as_strided((batch, steps, kernel * channels),
+                               (x.stride(0), self.stride * channels, 1))
+        out = linear(windows.reshape(batch * steps, -1), self.window_matrix(), self.inner.bias)
+        return out.view(batch, steps, -1)
 
     def _gemm_sum(self, blocks: list[tuple[Tensor, Tensor]]) -> Tensor:
         """bias + sum of rows @ weight over ``blocks`` -> [valid, C_out]. Narrow outputs (the
@@ -156,7 +187,7 @@ class TimeMajorConv1d(CausalConv1d):
 
     def pointwise_residual(self, x: Tensor, residual: Tensor) -> Tensor:
         """residual + conv(x) for a kernel-1 conv (no state), the sum folded into the GEMM."""
-        weight = self.matrices()[0]
+        weight = self._weight.matrix(self.inner.weight).view(self.inner.in_channels, -1)
         out = torch.addmm(residual.reshape(-1, weight.shape[1]), x.reshape(-1, x.shape[2]),
                           weight)
         if self.inner.bias is not None:
@@ -178,9 +209,8 @@ class TimeMajorConvTranspose1d(CausalConvTranspose1d):
         self.depthwise = convtr.groups > 1
         if self.depthwise and not convtr.groups == convtr.in_channels == convtr.out_channels:
             raise ValueError("time-major transposed convs support groups 1 or depthwise only")
-        # [C_in, K, C_out], or [K, 1, C] when depthwise.
-        self._weight = _TimeMajorWeight(self, convtr.weight,
-                                        (2, 1, 0) if self.depthwise else (0, 2, 1))
+        # [K, C_out, C_in] (a linear's [K * C_out, C_in]), or [K, 1, C] when depthwise.
+        self._weight = _TimeMajorWeight(self, convtr.weight, (2, 1, 0))
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> ConvTransposeState:
@@ -196,7 +226,7 @@ class TimeMajorConvTranspose1d(CausalConvTranspose1d):
         if self.depthwise:
             blocks = (x[:, :, None, :] * weight[:, 0]).view(batch, steps, 2, -1)
         else:
-            blocks = (x.reshape(-1, x.shape[2]) @ weight.view(weight.shape[0], -1))
+            blocks = linear(x.reshape(-1, x.shape[2]), weight.reshape(-1, weight.shape[2]))
             blocks = blocks.view(batch, steps, 2, -1)
         out = blocks[:, :, 0].clone() if self.inner.bias is None else \
             blocks[:, :, 0] + self.inner.bias.repeat(self.stride)

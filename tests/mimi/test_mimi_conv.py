@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from services.mimi import conv as mimi_conv
 from services.mimi import get_preset
 from services.mimi.conv import TimeMajorConv1d, TimeMajorConvTranspose1d, elu
 from services.mimi.seanet import SeanetDecoder, SeanetEncoder
@@ -39,11 +40,22 @@ def _reference_conv(conv: TimeMajorConv1d, x: torch.Tensor) -> torch.Tensor:
                     ).transpose(1, 2)
 
 
+@pytest.fixture(params=[False, True], ids=["taps", "windowed"])
+def windowed(request, monkeypatch) -> bool:
+    """Both ways a conv can run: a GEMM per block of taps, or one linear over input windows
+    (the large-weight layers; here every conv that may, by lowering the size threshold)."""
+    if request.param:
+        monkeypatch.setattr(mimi_conv, "WINDOWED_MIN_WEIGHTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("kwargs", CONVS)
 @pytest.mark.parametrize("sessions", [1, 3])
 @torch.no_grad()
-def test_conv_matches_pytorch_in_batch_and_streaming(kwargs, sessions):
+def test_conv_matches_pytorch_in_batch_and_streaming(kwargs, sessions, windowed):
     conv = TimeMajorConv1d(**kwargs)
+    assert conv.windowed == (windowed and kwargs["kernel_size"] > 1
+                             and kwargs.get("dilation", 1) == 1)
     unit = conv.stride
     x = torch.randn(sessions, 12 * unit, kwargs["in_channels"])
     expected = _reference_conv(conv, x)
@@ -91,6 +103,23 @@ def test_weights_keep_checkpoint_shape_and_gemm_layout_through_loading():
     conv.load_state_dict(fresh, assign=True)
     assert conv.inner.weight.permute(2, 1, 0).is_contiguous()
     torch.testing.assert_close(conv.inner.weight, fresh["conv.conv.weight"], rtol=0, atol=0)
+
+
+def test_mimi_runs_its_large_weight_convs_windowed_in_linear_layout():
+    """The coarse encoder layers (after the /6 and /8 downsamplings) and the decoder's first
+    conv hold most of the weight bytes at a few rows per frame: one linear each, on the weight
+    laid out as [C_out, kernel, C_in]; the fine layers keep a GEMM per block of taps."""
+    cfg = get_preset("mimi_202407").seanet
+    for seanet in (SeanetEncoder(cfg), SeanetDecoder(cfg)):
+        convs = [m for m in seanet.modules() if isinstance(m, TimeMajorConv1d)]
+        for conv in convs:
+            weight = conv.inner.weight
+            assert conv.windowed == (weight.numel() >= mimi_conv.WINDOWED_MIN_WEIGHTS
+                                     and weight.shape[2] > 1)
+            assert weight.permute((0, 2, 1) if conv.windowed else (2, 1, 0)).is_contiguous()
+        assert sum(c.windowed for c in convs) == (3 if isinstance(seanet, SeanetEncoder) else 1)
+        for convtr in (m for m in seanet.modules() if isinstance(m, TimeMajorConvTranspose1d)):
+            assert convtr.inner.weight.permute(2, 1, 0).is_contiguous()  # [2 s * C_out, C_in]
 
 
 def test_fast_elu_equals_elu():
