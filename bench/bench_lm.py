@@ -88,7 +88,11 @@ MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
          # float32 activations and KV ring: on CPUs without bf16 arithmetic (AVX2 only) torch's
          # bf16 attention is far slower than fp32, which doubles the ring's bytes instead
          "int8-weight-fp32": (torch.float32, "int8-weight"),
-         "int8-fp32": (torch.float32, "int8")}
+         "int8-fp32": (torch.float32, "int8"),
+         # the same with a bf16 KV ring: half the bytes attention reads (LMGenerator kv_dtype)
+         "int8-weight-fp32-kv16": (torch.float32, "int8-weight"),
+         "int8-fp32-kv16": (torch.float32, "int8")}
+RING_DTYPES = {"int8-weight-fp32-kv16": torch.bfloat16, "int8-fp32-kv16": torch.bfloat16}
 WARMUP, STEPS = 3, 10
 
 
@@ -148,7 +152,7 @@ def time_steps(cfg: LMConfig, settings: SamplingSettings, mode: str, batches: li
     """{batch: (ms per step, GB read per step, GFLOP per step)}; ``full_ring``: see
     ``fill_ring`` (False: the first steps of fresh sessions)."""
     dtype, quantize = MODES[mode]
-    generator = LMGenerator(random_model(cfg, dtype, quantize))
+    generator = LMGenerator(random_model(cfg, dtype, quantize), RING_DTYPES.get(mode))
     times = {}
     for batch in batches:
         state = generator.init_state(batch, settings)
@@ -196,7 +200,7 @@ def stt_frame_table(streams: list[int], frames: int, mode: str = "int8",
     """Real-time factor of Mimi encoder + STT-1B LM step (``mode``) at each number of streams."""
     cfg, settings = SHAPES["stt_1b"]
     mimi = build_random_mimi("mimi_202407", seed=0, num_codebooks=cfg.num_input_codebooks)
-    generator = LMGenerator(random_model(cfg, *MODES[mode]))
+    generator = LMGenerator(random_model(cfg, *MODES[mode]), RING_DTYPES.get(mode))
     ring = "full" if full_ring else "fresh"
     print(f"\nMimi encode_step + STT-1B {mode} step per {FRAME_MS} ms frame, {ring} KV ring "
           f"(median of {frames})")

@@ -285,6 +285,9 @@ class KVCacheView:
 
     def write(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Stores k, v [B, T, H, D] for the active sessions; returns the whole ring [B, H, C, D]."""
+        # Rounded to the ring's dtype first (a bf16 ring beside fp32 compute), so the step's
+        # own key is the stored one; a no-op when the dtypes agree.
+        k, v = k.to(self.keys.dtype), v.to(self.values.dtype)
         if isinstance(self.slots, int):  # every session writes the same slots
             if not k.requires_grad:  # a plain slice
                 self.keys.narrow(2, self.slots, k.shape[1]).copy_(k.transpose(1, 2))

@@ -128,11 +128,17 @@ class StepResult:
 class LMGenerator:
     """The streaming step around an ``LMModel``. Holds no session state itself."""
 
-    def __init__(self, model: LMModel):
+    def __init__(self, model: LMModel, kv_dtype: torch.dtype | None = None):
+        """``kv_dtype``: the temporal transformer's KV ring dtype (default: the compute
+        dtype). ``torch.bfloat16`` beside fp32 compute halves the bytes attention reads at
+        every step (a long session's ring is ~200 MB per STT-1B session in fp32); keys and
+        values are then rounded to bf16 as they are stored, so tokens may differ from the
+        fp32 ring's, as any quantization's."""
         self.model = model
         self.cfg = model.cfg
         weight = model.text_linear.weight
         self.device, self.dtype = weight.device, _compute_dtype(model)
+        self.kv_dtype = kv_dtype or self.dtype
         self.initial = torch.tensor(self.cfg.initial_tokens, device=self.device)
 
     def init_state(self, batch_size: int, settings: SamplingSettings | None = None,
@@ -155,7 +161,7 @@ class LMGenerator:
             text=SamplingParams.create(batch_size, device=device),
             audio=SamplingParams.create(batch_size, device=device))
         state = LMState(
-            transformer=self.model.init_temporal_state(batch_size, device, self.dtype,
+            transformer=self.model.init_temporal_state(batch_size, device, self.kv_dtype,
                                                        **temporal_options),
             depformer=(self.model.init_depformer_state(batch_size, device, self.dtype)
                        if cfg.dep_q else None),

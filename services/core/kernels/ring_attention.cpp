@@ -15,8 +15,9 @@
 //      outputs (fp32 accumulators in an L1 scratch), divided by the sum at the end.
 // A query whose mask row is all False gets zeros, as torch's SDPA returns for such a row.
 //
-// fp32 only: the sums run in another order than torch's, so results agree to fp32 rounding,
-// not bit for bit. Needs AVX2 + FMA.
+// fp32 queries; keys and values fp32, or both bf16 (a bf16 ring beside fp32 compute: half
+// the bytes, each value widened to fp32 exactly as it is loaded). The sums run in another
+// order than torch's, so results agree to fp32 rounding, not bit for bit. Needs AVX2 + FMA.
 
 #include <torch/extension.h>
 
@@ -35,6 +36,13 @@
 namespace {
 
 constexpr int64_t LANES = 8;
+
+// Eight key / value elements as fp32: a bf16 is the top half of its fp32.
+inline __m256 load_kv(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load_kv(const at::BFloat16* p) {
+  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
 
 
 // e^x for x <= 0 (softmax after the max is subtracted), to ~1 ulp: x = n ln2 + r with
@@ -64,12 +72,13 @@ inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_andnot_ps(underflow, scaled);
 }
 
-// Everything one (b, h) needs; pointers already offset to that pair.
+// Everything one (b, h) needs; pointers already offset to that pair. KV: float or bf16.
+template <typename KV>
 struct Head {
   const float* q;      // [T, D], row stride q_stride
   int64_t q_stride;
-  const float* k;      // [C, D], row stride kv_stride
-  const float* v;
+  const KV* k;         // [C, D], row stride kv_stride
+  const KV* v;
   int64_t k_stride, v_stride;
   const bool* mask;    // [T, C] with strides (mask_t, mask_c), or nullptr: all allowed
   int64_t mask_t, mask_c;
@@ -87,34 +96,34 @@ struct Scratch {
 
 // Score of key row k against the T queries (contiguous in qs), into s[t * C].
 // T is a template parameter so the accumulators are registers.
-template <int T>
-inline void score_row(const float* qs, const float* k, int64_t D, float* s, int64_t C) {
+template <int T, typename KV>
+inline void score_row(const float* qs, const KV* k, int64_t D, float* s, int64_t C) {
   // Two accumulators per query: a single FMA chain per query would wait on the FMA latency.
   __m256 acc[T][2];
   for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   int64_t d = 0;
   for (; d + 2 * LANES <= D; d += 2 * LANES) {
-    const __m256 k0 = _mm256_loadu_ps(k + d), k1 = _mm256_loadu_ps(k + d + LANES);
+    const __m256 k0 = load_kv(k + d), k1 = load_kv(k + d + LANES);
     for (int t = 0; t < T; ++t) {
       acc[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + t * D + d), k0, acc[t][0]);
       acc[t][1] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + t * D + d + LANES), k1, acc[t][1]);
     }
   }
   if (d + LANES <= D) {
-    const __m256 k0 = _mm256_loadu_ps(k + d);
+    const __m256 k0 = load_kv(k + d);
     for (int t = 0; t < T; ++t)
       acc[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + t * D + d), k0, acc[t][0]);
     d += LANES;
   }
   for (int t = 0; t < T; ++t) {
     float total = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
-    for (int64_t e = d; e < D; ++e) total += qs[t * D + e] * k[e];  // D not a multiple of 8
+    for (int64_t e = d; e < D; ++e) total += qs[t * D + e] * static_cast<float>(k[e]);  // D not a multiple of 8
     s[t * C] = total;
   }
 }
 
-template <int T>
-void attend_head(const Head& hd, int64_t C, int64_t D, float scale, Scratch& sc) {
+template <int T, typename KV>
+void attend_head(const Head<KV>& hd, int64_t C, int64_t D, float scale, Scratch& sc) {
   float* qs = sc.queries.data();
   float* scores = sc.scores.data();
   uint8_t* seen = sc.seen.data();
@@ -132,7 +141,7 @@ void attend_head(const Head& hd, int64_t C, int64_t D, float scale, Scratch& sc)
       for (int t = 0; t < T; ++t) scores[t * C + c] = minus_inf;
       continue;
     }
-    score_row<T>(qs, hd.k + c * hd.k_stride, D, scores + c, C);
+    score_row<T, KV>(qs, hd.k + c * hd.k_stride, D, scores + c, C);
     for (int t = 0; t < T; ++t) {
       const bool allowed = hd.mask == nullptr || hd.mask[t * hd.mask_t + c * hd.mask_c];
       scores[t * C + c] = allowed ? scores[t * C + c] * scale : minus_inf;
@@ -177,18 +186,18 @@ void attend_head(const Head& hd, int64_t C, int64_t D, float scale, Scratch& sc)
   const int64_t vec_end = D - D % LANES;
   for (int64_t c = 0; c < C; ++c) {
     if (!seen[c]) continue;
-    const float* v = hd.v + c * hd.v_stride;
+    const KV* v = hd.v + c * hd.v_stride;
     __m256 w[T];
     for (int t = 0; t < T; ++t) w[t] = _mm256_set1_ps(scores[t * C + c]);
     for (int64_t d = 0; d < vec_end; d += LANES) {
-      const __m256 vv = _mm256_loadu_ps(v + d);
+      const __m256 vv = load_kv(v + d);
       for (int t = 0; t < T; ++t) {
         float* a = acc + t * D + d;
         _mm256_storeu_ps(a, _mm256_fmadd_ps(w[t], vv, _mm256_loadu_ps(a)));
       }
     }
     for (int64_t d = vec_end; d < D; ++d)
-      for (int t = 0; t < T; ++t) acc[t * D + d] += scores[t * C + c] * v[d];
+      for (int t = 0; t < T; ++t) acc[t * D + d] += scores[t * C + c] * static_cast<float>(v[d]);
   }
   for (int t = 0; t < T; ++t) {
     float* dst = hd.out + t * hd.out_stride;
@@ -198,19 +207,49 @@ void attend_head(const Head& hd, int64_t C, int64_t D, float scale, Scratch& sc)
 
 constexpr int64_t MAX_QUERIES = 4;  // T is a template parameter: one instance per T
 
-void attend_any(int64_t T, const Head& hd, int64_t C, int64_t D, float scale, Scratch& sc) {
+template <typename KV>
+void attend_any(int64_t T, const Head<KV>& hd, int64_t C, int64_t D, float scale,
+                Scratch& sc) {
   switch (T) {
-    case 1: return attend_head<1>(hd, C, D, scale, sc);
-    case 2: return attend_head<2>(hd, C, D, scale, sc);
-    case 3: return attend_head<3>(hd, C, D, scale, sc);
-    default: return attend_head<4>(hd, C, D, scale, sc);
+    case 1: return attend_head<1, KV>(hd, C, D, scale, sc);
+    case 2: return attend_head<2, KV>(hd, C, D, scale, sc);
+    case 3: return attend_head<3, KV>(hd, C, D, scale, sc);
+    default: return attend_head<4, KV>(hd, C, D, scale, sc);
   }
+}
+
+// Every (b, h) pair, claimed by the threads one at a time.
+template <typename KV>
+void attend_all(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                const bool* mask_ptr, int64_t mask_b, int64_t mask_t, int64_t mask_c,
+                float scale, at::Tensor& out) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), C = keys.size(2);
+  const float* qp = q.data_ptr<float>();
+  const KV* kp = keys.data_ptr<KV>();
+  const KV* vp = values.data_ptr<KV>();
+  float* op = out.data_ptr<float>();
+  const int64_t tasks = B * H;
+  // One (b, h) per task (~C * D * 2 * sizeof(KV) bytes of K and V when the ring is full).
+  claim_in_parallel(tasks, at::get_num_threads(), [&](const auto& claim) {
+    Scratch scratch{std::vector<float>(T * D), std::vector<float>(T * C),
+                    std::vector<uint8_t>(C), std::vector<float>(T * D)};
+    for (int64_t i = claim(); i < tasks; i = claim()) {
+      const int64_t b = i / H, h = i % H;
+      const Head<KV> hd{qp + b * q.stride(0) + h * q.stride(1), q.stride(2),
+                        kp + b * keys.stride(0) + h * keys.stride(1),
+                        vp + b * values.stride(0) + h * values.stride(1),
+                        keys.stride(2), values.stride(2),
+                        mask_ptr == nullptr ? nullptr : mask_ptr + b * mask_b, mask_t, mask_c,
+                        op + (b * T * H + h) * D, H * D};
+      attend_any<KV>(T, hd, C, D, scale, scratch);
+    }
+  });
 }
 
 }  // namespace
 
-// q [B, H, T, D], keys / values [B, H, C, D] (any strides), all
-// float32; mask None or bool with sizes [B, 1, T, C] (broadcast dims as stride 0). Returns
+// q [B, H, T, D] float32, keys / values [B, H, C, D] (any strides), both float32 or both
+// bfloat16; mask None or bool with sizes [B, 1, T, C] (broadcast dims as stride 0). Returns
 // [B, T, H, D] float32 contiguous (the caller views it as [B, H, T, D]).
 at::Tensor ring_attention(const at::Tensor& q_in, const at::Tensor& keys_in,
                           const at::Tensor& values_in, const std::optional<at::Tensor>& mask,
@@ -221,9 +260,10 @@ at::Tensor ring_attention(const at::Tensor& q_in, const at::Tensor& keys_in,
   TORCH_CHECK(q.device().is_cpu() && keys.device().is_cpu() && values.device().is_cpu(),
               "ring_attention runs on CPU");
   TORCH_CHECK(q.dim() == 4 && keys.dim() == 4 && values.dim() == 4, "q, keys, values: 4-D");
-  TORCH_CHECK(q.scalar_type() == at::kFloat && keys.scalar_type() == at::kFloat &&
-                  values.scalar_type() == at::kFloat,
-              "ring_attention: float32 q, keys, values");
+  const bool bf16_ring = keys.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(q.scalar_type() == at::kFloat && keys.scalar_type() == values.scalar_type() &&
+                  (bf16_ring || keys.scalar_type() == at::kFloat),
+              "ring_attention: float32 q; float32 or bfloat16 keys and values (the same)");
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), C = keys.size(2);
   TORCH_CHECK(T >= 1 && T <= MAX_QUERIES, "ring_attention: 1..", MAX_QUERIES, " queries");
   TORCH_CHECK(keys.sizes() == values.sizes() && keys.size(0) == B && keys.size(1) == H &&
@@ -241,26 +281,10 @@ at::Tensor ring_attention(const at::Tensor& q_in, const at::Tensor& keys_in,
   at::Tensor out = at::empty({B, T, H, D}, q.options());
   if (C == 0) return out.zero_();
 
-  const float* qp = q.data_ptr<float>();
-  const float* kp = keys.data_ptr<float>();
-  const float* vp = values.data_ptr<float>();
-  float* op = out.data_ptr<float>();
   const float sc = static_cast<float>(scale);
-  const int64_t tasks = B * H;
-  // One (b, h) per task (~C * D * 8 bytes of K and V when the ring is full).
-  claim_in_parallel(tasks, at::get_num_threads(), [&](const auto& claim) {
-    Scratch scratch{std::vector<float>(T * D), std::vector<float>(T * C),
-                    std::vector<uint8_t>(C), std::vector<float>(T * D)};
-    for (int64_t i = claim(); i < tasks; i = claim()) {
-      const int64_t b = i / H, h = i % H;
-      const Head hd{qp + b * q.stride(0) + h * q.stride(1), q.stride(2),
-                    kp + b * keys.stride(0) + h * keys.stride(1),
-                    vp + b * values.stride(0) + h * values.stride(1),
-                    keys.stride(2), values.stride(2),
-                    mask_ptr == nullptr ? nullptr : mask_ptr + b * mask_b, mask_t, mask_c,
-                    op + (b * T * H + h) * D, H * D};
-      attend_any(T, hd, C, D, sc, scratch);
-    }
-  });
+  if (bf16_ring)
+    attend_all<at::BFloat16>(q, keys, values, mask_ptr, mask_b, mask_t, mask_c, sc, out);
+  else
+    attend_all<float>(q, keys, values, mask_ptr, mask_b, mask_t, mask_c, sc, out);
   return out;
 }

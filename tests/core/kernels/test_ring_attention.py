@@ -1,8 +1,9 @@
 """The few-query ring attention CPU kernel (services/core/kernels/ring_attention.cpp): equal to
 torch's SDPA to fp32 rounding on partly filled rings with random masks, for 1..4 queries and
 head dims with and without a vector tail; zeros for an all-masked row as SDPA; the same result
-on 1 and 2 threads; torch's path under autograd, for bf16 and with the kernels off; and the
-same greedy tokens on a tiny LM with the kernel on and off."""
+on 1 and 2 threads; a bf16 ring beside fp32 queries; torch's path under autograd, for bf16
+compute and with the kernels off; and the same greedy tokens on a tiny LM with the kernel on
+and off (fp32 and bf16 rings)."""
 
 import pytest
 import torch
@@ -47,6 +48,22 @@ def test_equals_sdpa(dim, steps, filled):
     exact = F.scaled_dot_product_attention(q.double(), keys.double(), values.double(), mask)
     torch_error = (expected - exact).abs().max().item()
     assert (got - exact).abs().max().item() <= max(3 * torch_error, 2e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [64, 37])
+@pytest.mark.parametrize("steps", [1, 4])
+@pytest.mark.parametrize("filled", [0.3, 1.0])
+def test_a_bf16_ring_equals_sdpa_over_the_widened_ring(dim, steps, filled, monkeypatch):
+    q, keys, values, mask = ring(2, 3, steps, 50, dim, filled, seed=dim * steps)
+    mask[0, 0, 0, :5] = True
+    keys, values = keys.bfloat16(), values.bfloat16()
+    got = attention.attend(q, keys, values, mask)
+    assert got.dtype == torch.float32
+    expected = F.scaled_dot_product_attention(q, keys.float(), values.float(), mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=5e-6)
+    monkeypatch.setattr(attention, "MAX_QUERIES", 0)  # torch's path widens the ring too
+    assert torch.equal(attention.attend(q, keys, values, mask), expected)
 
 
 @needs_kernel
@@ -131,9 +148,11 @@ def test_the_kernel_can_be_turned_off(monkeypatch, fresh_kernel_state):
     assert torch.equal(got, F.scaled_dot_product_attention(q, keys, values, mask))
 
 
-def greedy_run(model: LMModel, steps: int = 20) -> tuple[list[torch.Tensor], torch.Tensor]:
-    generator = LMGenerator(model)
+def greedy_run(model: LMModel, steps: int = 20, kv_dtype: torch.dtype | None = None
+               ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    generator = LMGenerator(model, kv_dtype=kv_dtype)
     state = generator.init_state(2, SamplingSettings.greedy())
+    assert state.transformer.keys.dtype == (kv_dtype or torch.float32)
     g = torch.Generator().manual_seed(1)
     tokens, logits = [], []
     for _ in range(steps):  # past the context (8): the ring wraps
@@ -145,17 +164,21 @@ def greedy_run(model: LMModel, steps: int = 20) -> tuple[list[torch.Tensor], tor
 
 
 @needs_kernel
-def test_greedy_tokens_equal_with_the_kernel_on_and_off(monkeypatch, fresh_kernel_state):
+@pytest.mark.parametrize("kv_dtype", [None, torch.bfloat16])
+def test_greedy_tokens_equal_with_the_kernel_on_and_off(monkeypatch, fresh_kernel_state,
+                                                         kv_dtype):
+    """Also with a bf16 ring beside fp32 compute: the kernel widening each element as it
+    loads it equals torch's SDPA over the widened ring."""
     torch.manual_seed(0)
     model = prepare_for_inference(LMModel(tiny_config(dim=64, num_heads=4)))
     calls = []
     sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
                         lambda *args: calls.append(1) or sdpa(*args))
-    fast_tokens, fast_logits = greedy_run(model)
+    fast_tokens, fast_logits = greedy_run(model, kv_dtype=kv_dtype)
     assert not calls  # every step attended through the kernel
     monkeypatch.setattr(attention, "MAX_QUERIES", 0)  # this kernel off, the others still on
-    ref_tokens, ref_logits = greedy_run(model)
+    ref_tokens, ref_logits = greedy_run(model, kv_dtype=kv_dtype)
     assert calls
     for fast, ref in zip(fast_tokens, ref_tokens, strict=True):
         assert torch.equal(fast, ref)
