@@ -75,10 +75,12 @@ def models(shape: str, quantize: str | None, dtype: torch.dtype = torch.bfloat16
 
 
 def run(model: LMModel, mimi: MimiModel, streams: Sequence[int], seconds: float,
-        read_gbps: float) -> Iterator[Row]:
-    """One row per entry of ``streams``, on one engine and server for them all."""
+        read_gbps: float, kv_dtype: torch.dtype | None = None) -> Iterator[Row]:
+    """One row per entry of ``streams``, on one engine and server for them all;
+    ``kv_dtype``: the LM's KV ring (None: its compute dtype)."""
     cfg = model.cfg
-    engine = engine_for(ModelOptions(max_sessions=max(streams)), LMGenerator(model), mimi)
+    generator = LMGenerator(model, kv_dtype)
+    engine = engine_for(ModelOptions(max_sessions=max(streams)), generator, mimi)
     asr = ASRService.on_stt(engine, cfg, BuiltinTokenizer(cfg.text_vocab).decode, "random")
     server, port = create_server([asr], "127.0.0.1:0", ServerOptions())
     channel = create_channel(f"127.0.0.1:{port}")
@@ -90,7 +92,7 @@ def run(model: LMModel, mimi: MimiModel, streams: Sequence[int], seconds: float,
             result = asr_run(stub, n, seconds)
             after = engine.stats()
             step_ms = (after.step_ms_sum - before.step_ms_sum) / (after.steps - before.steps)
-            gbytes = step_gbytes(model, LMGenerator(model).init_state(n)) + mimi_gbytes(mimi)
+            gbytes = step_gbytes(model, generator.init_state(n)) + mimi_gbytes(mimi)
             gbps = gbytes / (step_ms / 1e3)
             yield Row(n, result["rtf"], result["throughput"], step_ms, gbytes, gbps,
                       gbps / read_gbps)
@@ -109,6 +111,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
                         help="the LM's compute dtype (float32: faster attention on CPUs "
                         "without bf16 instructions, twice the KV-ring bytes)")
+    parser.add_argument("--kv-dtype", choices=("bfloat16", "float32"), default=None,
+                        help="the LM's KV ring (default: --dtype); bfloat16 beside float32 "
+                        "compute halves the bytes attention reads")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
     if args.threads:
@@ -119,13 +124,15 @@ def main() -> None:
           f"{roofline.describe()}")
     model, mimi = models(args.shape, None if args.quantize == "none" else args.quantize,
                          getattr(torch, args.dtype))
-    print(f"{args.shape} LM ({args.quantize} weights, {args.dtype} compute) + Mimi encoder "
+    kv_dtype = getattr(torch, args.kv_dtype) if args.kv_dtype else None
+    print(f"{args.shape} LM ({args.quantize} weights, {args.dtype} compute, "
+          f"{args.kv_dtype or args.dtype} KV ring) + Mimi encoder "
           "(fp32), "
           f"{args.seconds:g} s of audio per stream\n")
     print(f"{'streams':>7} {'RTF':>6} {'audio s/s':>9} {'step ms':>8} {'GB read':>7}"
           f" {'GB/s':>6} {'fraction':>8}")
     best = 0
-    for row in run(model, mimi, args.n, args.seconds, roofline.read_gbps):
+    for row in run(model, mimi, args.n, args.seconds, roofline.read_gbps, kv_dtype):
         print(f"{row.streams:7d} {row.rtf:6.2f} {row.throughput:9.2f} {row.step_ms:8.1f}"
               f" {row.gbytes:7.2f} {row.gbps:6.1f} {row.fraction:8.2f}", flush=True)
         if row.rtf <= 1.0:

@@ -100,7 +100,7 @@ def _events_remote(channel, token: str | None, audio: np.ndarray, config) -> Ite
 @run_options
 @client_options
 def asr(audio_in, as_json, interim, hf_repo, checkpoint, asr_text_delay, device, dtype,
-        threads, quantize, server, token, tls, ca_cert) -> None:
+        threads, quantize, kv_dtype, server, token, tls, ca_cert) -> None:
     """Transcribe AUDIO_IN (any format and rate), printing words as they come. Without a
     checkpoint the built-in tiny random LM runs, the same one `serve` runs."""
     from services.asr import asr_pb2
@@ -114,7 +114,7 @@ def asr(audio_in, as_json, interim, hf_repo, checkpoint, asr_text_delay, device,
     if server is None:
         set_threads(threads)
         options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
-                               dtype=dtype, quantize=quantize, max_sessions=1,
+                               dtype=dtype, quantize=quantize, kv_dtype=kv_dtype, max_sessions=1,
                                **({} if asr_text_delay is None
                                   else {"asr_text_delay": asr_text_delay}))
         owned = build_services(["asr"], options)

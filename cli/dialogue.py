@@ -66,7 +66,7 @@ def _open_session(server, token, tls, ca_cert, options: ModelOptions, config):
 @model_options
 def dialogue(audio_in, output, transcript, fast, mic, seed, temperature, text_temperature,
              server, token, tls, ca_cert, hf_repo, mimi_checkpoint, lm_checkpoint, device,
-             dtype, threads, quantize) -> None:
+             dtype, threads, quantize, kv_dtype) -> None:
     """Stream AUDIO_IN (any format and rate) to Moshi; write its reply and transcript."""
     if (audio_in is None) == (not mic):
         raise click.UsageError("give an input audio file, or --mic")
@@ -89,7 +89,7 @@ def dialogue(audio_in, output, transcript, fast, mic, seed, temperature, text_te
         **({} if seed is None else {"seed": seed}))
     options = ModelOptions(hf_repo=hf_repo, mimi_checkpoint=mimi_checkpoint,
                            lm_checkpoint=lm_checkpoint, device=device, dtype=dtype,
-                           quantize=quantize, max_sessions=1)
+                           quantize=quantize, kv_dtype=kv_dtype, max_sessions=1)
     open_session, delay, services = _open_session(server, token, tls, ca_cert, options,
                                                   config)
     try:

@@ -24,7 +24,7 @@ from cli.files import check_output
 from cli.mimi_remote import read_codes
 from cli.options import run_options
 from services.core.validation import DEFAULT_SEED
-from services.wiring import ModelOptions, load_lm_model, set_threads
+from services.wiring import ModelOptions, lm_generator, load_lm_model, set_threads
 
 if TYPE_CHECKING:
     import torch
@@ -66,19 +66,19 @@ def lm() -> None:
 def generate(checkpoint: str | None, hf_repo: str | None, user_codes: str, output: str,
              greedy: bool, seed: int | None, temperature: float | None, top_k: int | None,
              text_temperature: float | None, text_top_k: int | None, steps: int | None,
-             device: str, dtype: str, threads: int | None, quantize: str | None) -> None:
+             device: str, dtype: str, threads: int | None, quantize: str | None,
+             kv_dtype: str | None) -> None:
     """Generate Moshi's side (text and audio codes) for the user's codes."""
     if greedy and seed is not None:
         raise click.UsageError("--greedy and --seed exclude each other")
     from services.builtin import BUILTIN_MIMI_NAME
     from services.core.checkpoint import CheckpointError
-    from services.moshi_lm.generate import LMGenerator
 
     check_output(output, "'-o' / '--output'")  # before the model: fail early
     codes = read_codes(user_codes).codes
     set_threads(threads)
     options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
-                           dtype=dtype, quantize=quantize)
+                           dtype=dtype, quantize=quantize, kv_dtype=kv_dtype)
     try:
         model, _, tokenizer = load_lm_model(options)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
@@ -94,7 +94,7 @@ def generate(checkpoint: str | None, hf_repo: str | None, user_codes: str, outpu
         raise click.BadParameter(f"only {codes.shape[1]} user frames", param_hint="--steps")
     settings = _settings(cfg.lm_gen_config, greedy, seed, temperature, top_k, text_temperature,
                          text_top_k)
-    text, audio = _run(LMGenerator(model), codes[:, :steps].to(device), settings)
+    text, audio = _run(lm_generator(model, options), codes[:, :steps].to(device), settings)
     # The codec the reply's codes are meant for: the built-in LM speaks the built-in Mimi.
     _save(output, text, audio, BUILTIN_MIMI_NAME if options.builtin_lm else cfg.mimi_name)
     click.echo(f"{user_codes}: {steps} steps -> {text.numel()} frames -> {output}", err=True)

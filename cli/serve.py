@@ -197,9 +197,9 @@ def _parse_services(value: str | None) -> list[str] | None:
               help="Mimi Encode / Decode: seconds of audio in or out of one call (stream "
               "longer audio).")
 def serve(host, port, http_port, open_page, service_list, hf_repo, mimi_checkpoint,
-          lm_checkpoint, device, dtype, threads, quantize, max_sessions, idle_timeout,
-          batch_window_ms, asr_text_delay, tts_audio_delay, voices_dir, builtin_preset,
-          mimi_address, lm_address, auth_token, open_reflection, tls_cert, tls_key,
+          lm_checkpoint, device, dtype, threads, quantize, kv_dtype, max_sessions,
+          idle_timeout, batch_window_ms, asr_text_delay, tts_audio_delay, voices_dir,
+          builtin_preset, mimi_address, lm_address, auth_token, open_reflection, tls_cert, tls_key,
           config_timeout, drain_delay, grace, max_text_chars, max_break_seconds,
           max_unary_audio_seconds) -> None:
     """Serve Mimi, the Moshi LM, full-duplex dialogue, ASR and TTS over gRPC, and NVIDIA
@@ -229,7 +229,7 @@ def serve(host, port, http_port, open_page, service_list, hf_repo, mimi_checkpoi
                            else batch_window_ms / 1000, asr_text_delay=asr_text_delay,
                            tts_audio_delay=tts_audio_delay, voices_dir=voices_dir,
                            builtin_preset=builtin_preset,
-                           quantize=quantize,
+                           quantize=quantize, kv_dtype=kv_dtype,
                            limits=RequestLimits(max_text_chars=max_text_chars,
                                                 max_break_seconds=max_break_seconds,
                                                 max_unary_audio_seconds=max_unary_audio_seconds))

@@ -69,8 +69,8 @@ def _bursts(text: str) -> Iterator[Iterator[str]]:
 @run_options
 @client_options
 def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
-        num_codebooks, tts_audio_delay, device, dtype, threads, quantize, server, token, tls,
-        ca_cert) -> None:
+        num_codebooks, tts_audio_delay, device, dtype, threads, quantize, kv_dtype, server, token,
+        tls, ca_cert) -> None:
     """Speak TEXT ("-": read it from standard input as it comes; an empty line completes
     what came before) into OUTPUT. Without a checkpoint the built-in tiny random LM runs, the
     same one `serve` runs."""
@@ -94,7 +94,7 @@ def tts(text, output, voice, voices_dir, hf_repo, checkpoint, seed, temperature,
         options = ModelOptions(hf_repo=hf_repo, lm_checkpoint=checkpoint, device=device,
                                # 2: a burst's session may still hold its slot while
                                # the next burst's opens
-                               dtype=dtype, quantize=quantize, max_sessions=2,
+                               dtype=dtype, quantize=quantize, kv_dtype=kv_dtype, max_sessions=2,
                                voices_dir=voices_dir,
                                **({} if tts_audio_delay is None
                                   else {"tts_audio_delay": tts_audio_delay}))

@@ -93,6 +93,7 @@ class ModelOptions:
     tts_audio_delay: int = DEFAULT_AUDIO_DELAY_FRAMES  # frames; TTS on a Moshi-architecture LM
     voices_dir: str | None = None  # voices of a Kyutai TTS checkpoint
     quantize: str | None = None  # int8 LM weights; see services.moshi_lm.quantize
+    kv_dtype: str | None = None  # the LM's KV ring, one of DTYPES (None: the compute dtype)
     builtin_preset: str = "tiny"  # the built-in models without a checkpoint (BUILTIN_PRESETS)
     limits: RequestLimits = dataclasses.field(default_factory=RequestLimits)  # see core.limits
 
@@ -116,6 +117,16 @@ class ModelOptions:
         if self.dtype not in DTYPES:
             raise OptionsError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
         return getattr(torch, self.dtype)
+
+    @property
+    def torch_kv_dtype(self) -> torch.dtype | None:
+        import torch
+
+        if self.kv_dtype is None:
+            return None
+        if self.kv_dtype not in DTYPES:
+            raise OptionsError(f"kv dtype {self.kv_dtype!r}: choose from {', '.join(DTYPES)}")
+        return getattr(torch, self.kv_dtype)
 
 
 def check_device(device: str) -> None:
@@ -238,6 +249,13 @@ def codec_of(cfg: LMConfig, options: ModelOptions, num_codebooks: int) -> MimiMo
 
 # ---- services ----------------------------------------------------------------------------------
 
+def lm_generator(model, options: ModelOptions):
+    """The streaming step around a loaded LM, with the options' KV ring dtype."""
+    from services.moshi_lm.generate import LMGenerator
+
+    return LMGenerator(model, options.torch_kv_dtype)
+
+
 def engine_for(options: ModelOptions, lm=None, codec=None, max_delay: int | None = None,
                **temporal_options):
     """The one engine of a loaded LM (an LMGenerator) and / or codec: every session of every
@@ -254,7 +272,6 @@ def build_stt_service(options: ModelOptions) -> tuple[ASRService, MimiService]:
     else on the built-in tiny random STT-layout model."""
     from services.asr.service import ASRService
     from services.mimi.service import MimiService
-    from services.moshi_lm.generate import LMGenerator
     from services.moshi_lm.loader import load_config, load_lm
     from services.moshi_lm.tokenizer import TextTokenizer
 
@@ -272,7 +289,7 @@ def build_stt_service(options: ModelOptions) -> tuple[ASRService, MimiService]:
         decode = TextTokenizer.for_checkpoint(config, checkpoint, repo).display
         name = str(checkpoint or repo)
     mimi = codec_of(model.cfg, options, model.cfg.num_input_codebooks)
-    engine = engine_for(options, LMGenerator(model), mimi)
+    engine = engine_for(options, lm_generator(model, options), mimi)
     return (ASRService.on_stt(engine, model.cfg, decode, name),
             MimiService(mimi, engine, options.limits))
 
@@ -282,7 +299,6 @@ def build_tts_service(options: ModelOptions) -> tuple[TTSService, MimiService]:
     (the first voice of ``voices_dir`` is the default), else on the built-in tiny random
     TTS-layout model."""
     from services.mimi.service import MimiService
-    from services.moshi_lm.generate import LMGenerator
     from services.tts.conditioning import list_voices, load_voice, resolve_voice
     from services.tts.loading import load_tts
     from services.tts.service import TTSService
@@ -300,7 +316,7 @@ def build_tts_service(options: ModelOptions) -> tuple[TTSService, MimiService]:
     model = bundle.model
     mimi = codec_of(model.cfg, options, model.cfg.dep_q)
     length = None if voice is None else voice.shape[-1]
-    engine = engine_for(options, LMGenerator(model), mimi, voice_length=length)
+    engine = engine_for(options, lm_generator(model, options), mimi, voice_length=length)
     service = TTSService.on_tts(engine, model, bundle.tokenizer, bundle.name, length,
                                 voices_dir, voice, options.limits)
     return service, MimiService(mimi, engine, options.limits)
@@ -334,7 +350,6 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
     in-process codec and LM unless given addresses (and then loads no model of its own); ASR
     and TTS always run on the in-process LM's engine."""
     from services.mimi.service import MimiService
-    from services.moshi_lm.generate import LMGenerator
     from services.moshi_lm.service import MoshiLMService
 
     check_device(options.device)
@@ -356,7 +371,7 @@ def build_services(names: Sequence[str] | None, options: ModelOptions,
     services: dict[str, GrpcService] = {}
     if need_lm:
         model, name, tokenizer = load_lm_model(options)
-        lm = LMGenerator(model)
+        lm = lm_generator(model, options)
         if speech and tokenizer is None:
             raise OptionsError("ASR and TTS need the LM's text tokenizer (see the warning "
                                "above); serve without them: --services mimi,lm,dialogue")

@@ -28,6 +28,27 @@ def test_default_services_share_one_lm_and_carry_their_proto_names():
         close_all(services)
 
 
+def test_kv_dtype_sizes_the_engines_lm_ring(tmp_path):
+    """--kv-dtype bfloat16 beside float32 compute: the one engine's ring is bf16, and the
+    in-process ASR command runs on it end to end."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    services = build_services(["lm", "asr"], ModelOptions(max_sessions=1, asr_text_delay=2,
+                                                          kv_dtype="bfloat16"))
+    try:
+        stepper = service_named(services, "lm").engine.stepper
+        assert stepper.state.transformer.keys.dtype == torch.bfloat16
+        assert stepper.lm.dtype == torch.float32
+    finally:
+        close_all(services)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, 0.1 * np.sin(np.arange(24000) / 10), 24000)
+    result = CliRunner().invoke(main, ["asr", str(wav), "--kv-dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+
+
 def test_the_cli_offers_the_quantize_modes_of_the_lm():
     import cli.options
 

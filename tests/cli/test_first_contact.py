@@ -286,7 +286,7 @@ def test_help_is_fast_and_loads_no_torch():
 def test_every_model_command_has_the_run_flags():
     for command in (["asr"], ["tts"], ["dialogue"], ["serve"], ["lm", "generate"]):
         text = run(*command, "--help").output
-        for flag in ("--device", "--dtype", "--threads", "--quantize"):
+        for flag in ("--device", "--dtype", "--threads", "--quantize", "--kv-dtype"):
             assert flag in text, (command, flag)
     for command in (["mimi", "encode"], ["mimi", "decode"]):
         text = run(*command, "--help").output
