@@ -30,6 +30,10 @@ constexpr int64_t LINE = 16;
 // Prefetch distance along each weight row (floats): 8 lines ahead, enough to cover the
 // DRAM latency at this CPU's bandwidth with G streams in flight.
 constexpr int64_t PREFETCH = 8 * LINE;
+// Rows of at most this many floats (4 KB) are too short for that: each group's first lines
+// would miss. There the next group's rows are prefetched into L1 and the group after next's
+// into L2 instead, at the same column.
+constexpr int64_t SHORT_ROW = 1024;
 // Rows of x per pass over a group of weight rows; more rows take further passes over the
 // same group, which is then in L1/L2.
 constexpr int MAX_TILE = 4;
@@ -50,11 +54,21 @@ void group(const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t K, 
       UNROLLED
       for (int g = 0; g < G; ++g) acc[u][r][g] = _mm256_setzero_ps();
 
+  // A prefetch past the weight's end is harmless: prefetches never fault.
+  const bool short_rows = K <= SHORT_ROW;
   int64_t k = 0;
   for (; k + LINE <= K; k += LINE) {
-    UNROLLED
-    for (int g = 0; g < G; ++g)
-      _mm_prefetch(reinterpret_cast<const char*>(w + g * ldw + k + PREFETCH), _MM_HINT_T0);
+    if (short_rows) {
+      UNROLLED
+      for (int g = 0; g < G; ++g) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + (g + G) * ldw + k), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w + (g + 3 * G) * ldw + k), _MM_HINT_T1);
+      }
+    } else {
+      UNROLLED
+      for (int g = 0; g < G; ++g)
+        _mm_prefetch(reinterpret_cast<const char*>(w + g * ldw + k + PREFETCH), _MM_HINT_T0);
+    }
     UNROLLED
     for (int h = 0; h < 2; ++h) {
       const int u = h % U;
