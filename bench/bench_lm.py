@@ -88,11 +88,11 @@ MODES = {"float32": (torch.float32, None), "bfloat16": (torch.bfloat16, None),
          # float32 activations and KV ring: on CPUs without bf16 arithmetic (AVX2 only) torch's
          # bf16 attention is far slower than fp32, which doubles the ring's bytes instead
          "int8-weight-fp32": (torch.float32, "int8-weight"),
-         "int8-fp32": (torch.float32, "int8"),
-         # the same with a bf16 KV ring: half the bytes attention reads (LMGenerator kv_dtype)
-         "int8-weight-fp32-kv16": (torch.float32, "int8-weight"),
-         "int8-fp32-kv16": (torch.float32, "int8")}
-RING_DTYPES = {"int8-weight-fp32-kv16": torch.bfloat16, "int8-fp32-kv16": torch.bfloat16}
+         "int8-fp32": (torch.float32, "int8")}
+# The fp32-compute modes with a bf16 KV ring (LMGenerator kv_dtype): half the bytes attention
+# reads.
+RING_DTYPES = {f"{mode}-kv16": torch.bfloat16 for mode in ("int8-weight-fp32", "int8-fp32")}
+MODES.update({mode: MODES[mode.removesuffix("-kv16")] for mode in RING_DTYPES})
 WARMUP, STEPS = 3, 10
 
 

@@ -39,10 +39,9 @@ from services.builtin import BuiltinTokenizer
 from services.core.grpc_server import ServerOptions, create_channel, create_server
 from services.mimi import build_random_mimi
 from services.mimi.model import MimiModel
-from services.moshi_lm.generate import LMGenerator
 from services.moshi_lm.model import LMModel
 from services.moshi_lm.quantize import QUANTIZE_MODES
-from services.wiring import ModelOptions, engine_for
+from services.wiring import ModelOptions, engine_for, lm_generator
 
 
 def mimi_gbytes(mimi: torch.nn.Module) -> float:
@@ -75,12 +74,13 @@ def models(shape: str, quantize: str | None, dtype: torch.dtype = torch.bfloat16
 
 
 def run(model: LMModel, mimi: MimiModel, streams: Sequence[int], seconds: float,
-        read_gbps: float, kv_dtype: torch.dtype | None = None) -> Iterator[Row]:
+        read_gbps: float, kv_dtype: str | None = None) -> Iterator[Row]:
     """One row per entry of ``streams``, on one engine and server for them all;
     ``kv_dtype``: the LM's KV ring (None: its compute dtype)."""
     cfg = model.cfg
-    generator = LMGenerator(model, kv_dtype)
-    engine = engine_for(ModelOptions(max_sessions=max(streams)), generator, mimi)
+    options = ModelOptions(max_sessions=max(streams), kv_dtype=kv_dtype)
+    generator = lm_generator(model, options)
+    engine = engine_for(options, generator, mimi)
     asr = ASRService.on_stt(engine, cfg, BuiltinTokenizer(cfg.text_vocab).decode, "random")
     server, port = create_server([asr], "127.0.0.1:0", ServerOptions())
     channel = create_channel(f"127.0.0.1:{port}")
@@ -124,7 +124,6 @@ def main() -> None:
           f"{roofline.describe()}")
     model, mimi = models(args.shape, None if args.quantize == "none" else args.quantize,
                          getattr(torch, args.dtype))
-    kv_dtype = getattr(torch, args.kv_dtype) if args.kv_dtype else None
     print(f"{args.shape} LM ({args.quantize} weights, {args.dtype} compute, "
           f"{args.kv_dtype or args.dtype} KV ring) + Mimi encoder "
           "(fp32), "
@@ -132,7 +131,7 @@ def main() -> None:
     print(f"{'streams':>7} {'RTF':>6} {'audio s/s':>9} {'step ms':>8} {'GB read':>7}"
           f" {'GB/s':>6} {'fraction':>8}")
     best = 0
-    for row in run(model, mimi, args.n, args.seconds, roofline.read_gbps, kv_dtype):
+    for row in run(model, mimi, args.n, args.seconds, roofline.read_gbps, args.kv_dtype):
         print(f"{row.streams:7d} {row.rtf:6.2f} {row.throughput:9.2f} {row.step_ms:8.1f}"
               f" {row.gbytes:7.2f} {row.gbps:6.1f} {row.fraction:8.2f}", flush=True)
         if row.rtf <= 1.0:

@@ -112,21 +112,19 @@ class ModelOptions:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        import torch
-
-        if self.dtype not in DTYPES:
-            raise OptionsError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
-        return getattr(torch, self.dtype)
+        return _torch_dtype(self.dtype, "dtype")
 
     @property
     def torch_kv_dtype(self) -> torch.dtype | None:
-        import torch
+        return None if self.kv_dtype is None else _torch_dtype(self.kv_dtype, "kv dtype")
 
-        if self.kv_dtype is None:
-            return None
-        if self.kv_dtype not in DTYPES:
-            raise OptionsError(f"kv dtype {self.kv_dtype!r}: choose from {', '.join(DTYPES)}")
-        return getattr(torch, self.kv_dtype)
+
+def _torch_dtype(name: str, what: str) -> torch.dtype:
+    import torch
+
+    if name not in DTYPES:
+        raise OptionsError(f"{what} {name!r}: choose from {', '.join(DTYPES)}")
+    return getattr(torch, name)
 
 
 def check_device(device: str) -> None:

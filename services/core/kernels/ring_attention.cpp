@@ -117,7 +117,8 @@ inline void score_row(const float* qs, const KV* k, int64_t D, float* s, int64_t
   }
   for (int t = 0; t < T; ++t) {
     float total = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
-    for (int64_t e = d; e < D; ++e) total += qs[t * D + e] * static_cast<float>(k[e]);  // D not a multiple of 8
+    for (int64_t e = d; e < D; ++e)  // D not a multiple of 8
+      total += qs[t * D + e] * static_cast<float>(k[e]);
     s[t * C] = total;
   }
 }
@@ -197,7 +198,8 @@ void attend_head(const Head<KV>& hd, int64_t C, int64_t D, float scale, Scratch&
       }
     }
     for (int64_t d = vec_end; d < D; ++d)
-      for (int t = 0; t < T; ++t) acc[t * D + d] += scores[t * C + c] * static_cast<float>(v[d]);
+      for (int t = 0; t < T; ++t)
+        acc[t * D + d] += scores[t * C + c] * static_cast<float>(v[d]);
   }
   for (int t = 0; t < T; ++t) {
     float* dst = hd.out + t * hd.out_stride;
